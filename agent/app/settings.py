@@ -1,0 +1,118 @@
+"""The `agent:` and `sip:` sections of the serve config, beside the serving sections.
+
+One YAML file configures the whole stack; serving.factory owns (and strictly checks)
+its own sections, so this module takes ours out before handing the rest over.
+
+    sip:    {bind: "127.0.0.1:5060", rtp_ports: "20000-30000", media_timeout_s: 30}
+    agent:  {greeting: "...", silence_prompt_s: 10, max_call_s: 1800,
+             turn: {min_speech_s: 0.3}, ...}   # any scalar SessionOptions field
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.audio import TurnOptions
+from agent.session import SessionOptions
+from serving.base import BadInput
+from serving.factory import ConfigError, ServingConfig, parse_config
+
+DEFAULT_SIP = ("127.0.0.1", 5060)
+DEFAULT_RTP_PORTS = (20000, 30000)
+# SessionOptions fields an operator may set from YAML (the rest are code-level)
+_OPTION_FIELDS = {
+    f.name
+    for f in dataclasses.fields(SessionOptions)
+    if f.name not in ("fallback", "turn", "backchannels")
+}
+_TURN_FIELDS = {f.name for f in dataclasses.fields(TurnOptions)}
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    bind: tuple[str, int] = DEFAULT_SIP
+    rtp_ports: tuple[int, int] = DEFAULT_RTP_PORTS
+    media_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    sip: SipSettings = field(default_factory=SipSettings)
+    session: SessionOptions = field(default_factory=SessionOptions)
+
+
+def parse_host_port(text: str, default_port: int = 5060) -> tuple[str, int]:
+    """'127.0.0.1:5060' -> ('127.0.0.1', 5060); ConfigError when malformed."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep:
+        host, port = str(text).strip(), str(default_port)
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def parse_port_range(text: str | Any) -> tuple[int, int]:
+    """'16100-16199' -> (16100, 16199); ConfigError when malformed."""
+    low, sep, high = str(text).strip().partition("-")
+    if not sep or not low.isdigit() or not high.isdigit():
+        raise ConfigError(f"expected a port range LOW-HIGH, got {text!r}")
+    first, last = int(low), int(high)
+    if not 1024 <= first < last <= 65535:
+        raise ConfigError(f"port range must be 1024 <= LOW < HIGH <= 65535, got {text!r}")
+    return first, last
+
+
+def parse_agent_settings(raw: Mapping[str, Any], source: str = "<dict>") -> AgentSettings:
+    """The `sip:` / `agent:` sections of a config mapping (both optional)."""
+
+    def fail(where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}: {problem}")
+
+    sip_raw = raw.get("sip") or {}
+    agent_raw = dict(raw.get("agent") or {})
+    if not isinstance(sip_raw, Mapping) or not isinstance(agent_raw, Mapping):
+        raise fail("sip/agent", "must be mappings")
+    unknown = set(sip_raw) - {"bind", "rtp_ports", "media_timeout_s"}
+    if unknown:
+        raise fail("sip", f"unknown keys {sorted(unknown)}")
+    try:
+        sip = SipSettings(
+            bind=parse_host_port(sip_raw.get("bind", "127.0.0.1:5060")),
+            rtp_ports=parse_port_range(sip_raw.get("rtp_ports", "20000-30000")),
+            media_timeout_s=float(sip_raw.get("media_timeout_s", 30.0)),
+        )
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise fail("sip", str(exc)) from None
+
+    turn_raw = agent_raw.pop("turn", None) or {}
+    unknown = (set(agent_raw) - _OPTION_FIELDS) | (set(turn_raw) - _TURN_FIELDS)
+    if unknown:
+        raise fail("agent", f"unknown keys {sorted(unknown)}")
+    try:
+        base = SessionOptions()
+        turn = dataclasses.replace(base.turn, **turn_raw) if turn_raw else base.turn
+        options = dataclasses.replace(base, turn=turn, **agent_raw)
+    except (BadInput, TypeError, ValueError) as exc:
+        raise fail("agent", str(exc)) from None
+    return AgentSettings(sip=sip, session=options)
+
+
+def load_stack_config(path: str | Path) -> tuple[ServingConfig, AgentSettings]:
+    """Read one YAML file: the serving sections and ours."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: top level: must be a mapping")
+    serving_raw = {k: v for k, v in raw.items() if k not in ("sip", "agent")}
+    return parse_config(serving_raw, source=str(path)), parse_agent_settings(raw, str(path))

@@ -1,0 +1,1 @@
+"""Alembic migrations for the call records (shipped inside the package)."""

@@ -1,0 +1,59 @@
+"""Streamed LLM text -> speakable pieces, releasing the first clause early.
+
+TTS cannot start before it has text. A reply's first sentence is often long
+("Sure, let me walk you through replacing the paper roll, it only takes a
+minute."), so its first clause goes to TTS on its own; after that whole sentences
+(serving/text.SentenceBuffer) sound more natural.
+"""
+
+from __future__ import annotations
+
+import re
+
+from serving.text import SentenceBuffer
+
+# A first clause: at least `min_words` words, ending in clause punctuation + space.
+_CLAUSE_END = re.compile(r"[,;:—–](?=\s)")
+
+
+class SpeechSplitter:
+    def __init__(self, first_clause_min_words: int = 3) -> None:
+        self._min_words = first_clause_min_words
+        self._head: str | None = ""  # text before the first release; None after it
+        self._buffer = SentenceBuffer()
+
+    def push(self, piece: str) -> list[str]:
+        if self._head is None:
+            return self._buffer.push(piece)
+        self._head += piece
+        probe = SentenceBuffer()
+        sentences = probe.push(self._head)
+        if sentences:
+            # Sentences are stripped substrings of the head, so this finds where the
+            # released text ends and the rest goes on to the real buffer.
+            end = self._head.find(sentences[-1]) + len(sentences[-1])
+            rest, self._head = self._head[end:], None
+            return sentences + self._buffer.push(rest)
+        for match in _CLAUSE_END.finditer(self._head):
+            clause = self._head[: match.end()].strip()
+            if len(clause.split()) >= self._min_words:
+                rest, self._head = self._head[match.end() :], None
+                return [clause, *self._buffer.push(rest)]
+        return []
+
+    def flush(self) -> list[str]:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._buffer.push(head)
+        return [s for s in self._buffer.flush() if any(c.isalnum() for c in s)]
+
+
+# Markdown the LLM may emit despite the prompt: said aloud it would be noise.
+_MARKUP = re.compile(r"[*_`#]+|^\s*[-•]\s+")
+_LIST_NUMBER = re.compile(r"^\(?\d{1,2}[.)]$")
+
+
+def speakable(piece: str) -> str:
+    """`piece` without markdown emphasis, headings and bullets; "" for a bare list number."""
+    text = " ".join(_MARKUP.sub("", piece).split())
+    return "" if _LIST_NUMBER.match(text) else text
