@@ -108,13 +108,20 @@ class AgentServer:
             log.info("call %s not answered: %s", call_id, exc)
             return
         session = CallSession(call, self.engines, options, prepared=prepared, record_sink=self.sink)
-        self.sessions[call_id] = session
         log.info("call %s from %s answered", call_id, incoming.info.caller)
+        self.run_session(session)
+
+    def run_session(self, session: CallSession) -> asyncio.Task[CallRecord]:
+        """Run an answered or placed call's session in a task the server tracks: it is
+        listed as live, persisted through the sink, and hung up and awaited by stop()."""
+        call_id = session.call.info.call_id
+        self.sessions[call_id] = session
         task = asyncio.get_running_loop().create_task(
             self._run_call(session), name=f"call-{call_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _run_call(self, session: CallSession) -> CallRecord:
         call_id = session.call.info.call_id
