@@ -1,11 +1,12 @@
-"""Concurrency benchmark over the WebSocket media transport: helpers and the driver.
+"""Concurrency benchmark over the WebSocket media transport and SIP: helpers and the driver.
 
-    python benchmarks/load_ws.py [--users 1,2,4] [--seconds 60] [--out FILE]
+    python benchmarks/load_ws.py [--users 1,2,4] [--transports ws,sip] [--seconds 60] [--out FILE]
 
 Starts `trunkline serve --no-ray --ws 127.0.0.1:PORT` (embedded CPU models, its own
-TRUNKLINE_HOME), runs `locust -f benchmarks/locustfile.py --headless` once per user
-count (bounded in time), then writes calls held, time to first audio p50/p95 and
-audio underruns to benchmarks/results/locust-cpu.md. Loopback only.
+TRUNKLINE_HOME; SIP on 127.0.0.1:17060), runs `locust -f benchmarks/locustfile.py
+--headless` once per transport and user count (bounded in time), then writes calls
+held, time to first audio p50/p95 and (WebSocket) audio underruns to
+benchmarks/results/locust-cpu.md. Loopback only.
 
 The pieces the Locust users need (the pre-rendered question, the analysis of the
 agent's audio stream) live here too, free of gevent, so they are easy to test.
@@ -146,26 +147,35 @@ def _stop_server(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-def run_locust(users: int, seconds: int, work: Path) -> dict[str, object]:
+USER_CLASSES = {"ws": "WebSocketCaller", "sip": "SipCaller"}
+
+
+def run_locust(users: int, seconds: int, work: Path, transport: str = "ws") -> dict[str, object]:
     """One headless Locust run; returns its summary (written by the locustfile)."""
-    summary = work / f"summary-{users}.json"
-    env = {**os.environ, "TRUNKLINE_LOAD_SUMMARY": str(summary)}
+    name = f"{transport}-{users}"
+    summary = work / f"summary-{name}.json"
+    env = {
+        **os.environ,
+        "TRUNKLINE_LOAD_SUMMARY": str(summary),
+        "TRUNKLINE_LOAD_SIP_URI": f"sip:agent@127.0.0.1:{SIP_PORT}",
+    }
     command = [
         str(Path(sys.executable).with_name("locust")),
-        "-f", str(REPO / "benchmarks" / "locustfile.py"),
+        "-f", str(REPO / "benchmarks" / "locustfile.py"), USER_CLASSES[transport],
         "--headless", "--users", str(users), "--spawn-rate", str(users),
-        "--run-time", f"{seconds}s", "--stop-timeout", "40",
+        "--run-time", f"{seconds}s", "--stop-timeout", "60",
         "--host", f"ws://127.0.0.1:{WS_PORT}/",
-        "--csv", str(work / f"locust-{users}"), "--only-summary",
+        "--csv", str(work / f"locust-{name}"), "--only-summary",
     ]  # fmt: skip
-    with (work / f"locust-{users}.log").open("wb") as log:
+    with (work / f"locust-{name}.log").open("wb") as log:
         subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                       timeout=seconds + 120, check=False)  # fmt: skip
+                       timeout=seconds + 180, check=False)  # fmt: skip
     if not summary.exists():
-        raise RuntimeError((work / f"locust-{users}.log").read_text(errors="replace")[-3000:])
+        raise RuntimeError((work / f"locust-{name}.log").read_text(errors="replace")[-3000:])
     data = json.loads(summary.read_text())
     data["users"] = users
-    data["stats_csv"] = _stats_rows(work / f"locust-{users}_stats.csv")
+    data["transport"] = transport
+    data["stats_csv"] = _stats_rows(work / f"locust-{name}_stats.csv")
     return data
 
 
@@ -183,7 +193,9 @@ def write_results(runs: list[dict[str, object]], seconds: int, out: Path) -> Non
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
         "`python benchmarks/load_ws.py`: `trunkline serve --no-ray --ws` on loopback, "
-        "Locust users as concurrent callers over the WebSocket media transport.",
+        "Locust users as concurrent callers over the WebSocket media transport (ws) and "
+        "over real SIP (sip: each call a `trunkline call` subprocess, our SipEndpoint "
+        "dialer, G.711 RTP).",
         f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         "faster-whisper tiny.en int8, llama.cpp Qwen2.5-Coder 0.5B Q-GGUF, Piper joe; "
         f"shared with other work (load average {os.getloadavg()[0]:.1f} when written), "
@@ -191,26 +203,37 @@ def write_results(runs: list[dict[str, object]], seconds: int, out: Path) -> Non
         "",
         "Each call: connect, wait for the greeting to end, say one espeak-ng question "
         "(8 kHz, mu-law round trip, paced at real time), time to first agent audio after "
-        "the end of the caller's voice, count underruns (gaps > 40 ms while the agent "
-        f"speaks), hang up. Each run {seconds} s (calls in flight at the end may finish "
-        "within Locust's stop timeout).",
+        "the end of the caller's voice, count underruns (ws only: gaps > 40 ms while the "
+        f"agent speaks), hang up. Each run {seconds} s (calls in flight at the end may "
+        "finish within Locust's stop timeout). SIP TTFA is `trunkline call`'s: end of the "
+        "caller's voice sent -> first voiced agent frame out of its jitter buffer.",
         "",
-        "| users | calls held | calls failed | peak concurrent | TTFA p50 ms | TTFA p95 ms "
-        "| underruns | of them in the greeting | underrun calls | longest gap ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| transport | users | calls held | calls failed | peak concurrent | TTFA p50 ms "
+        "| TTFA p95 ms | underruns | of them in the greeting | underrun calls | longest gap ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         ttfa = [float(x) for x in run["ttfa_ms"]]  # type: ignore[union-attr]
         gaps = [float(x) for x in run["gaps_ms"]]  # type: ignore[union-attr]
+        if run.get("transport", "ws") == "ws":
+            underruns = (
+                f"{len(gaps)} | {len(run['greeting_gaps_ms'])} | {run['underrun_calls']} "  # type: ignore[arg-type]
+                f"| {_fmt(max(gaps) if gaps else None)}"
+            )
+        else:  # `trunkline call` reports no frame timings: not measured
+            underruns = "- | - | - | -"
         lines.append(
-            f"| {run['users']} | {run['calls_held']} | {run['calls_failed']} "
+            f"| {run.get('transport', 'ws')} | {run['users']} | {run['calls_held']} "
+            f"| {run['calls_failed']} "
             f"| {run['peak_concurrent']} | {_fmt(_percentile(ttfa, 50))} "
-            f"| {_fmt(_percentile(ttfa, 95))} | {len(gaps)} | {len(run['greeting_gaps_ms'])} "  # type: ignore[arg-type]
-            f"| {run['underrun_calls']} "
-            f"| {_fmt(max(gaps) if gaps else None)} |"
+            f"| {_fmt(_percentile(ttfa, 95))} | {underruns} |"
         )
     lines += ["", "Failures seen:", ""]
-    failures = [f"- {r['users']} users: {e}" for r in runs for e in r["errors"]]  # type: ignore[union-attr]
+    failures = [
+        f"- {r.get('transport', 'ws')}, {r['users']} users: {e}"
+        for r in runs
+        for e in r["errors"]  # type: ignore[union-attr]
+    ]
     lines += failures or ["- none"]
     lines.append("")
     # The analysis below the table is written by hand: keep it across reruns.
@@ -222,6 +245,7 @@ def write_results(runs: list[dict[str, object]], seconds: int, out: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="1,2,4", help="comma-separated user counts")
+    parser.add_argument("--transports", default="ws,sip", help="comma-separated: ws, sip")
     parser.add_argument("--seconds", type=int, default=60, help="run time per user count (<= 60)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, CSVs)")
@@ -229,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.seconds <= 60:
         parser.error("--seconds must be 1..60")
     counts = [int(x) for x in args.users.split(",")]
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if not transports or any(t not in USER_CLASSES for t in transports):
+        parser.error(f"--transports: a comma-separated list of {sorted(USER_CLASSES)}")
     if any(not 1 <= n <= 8 for n in counts):
         parser.error("--users: 1..8 each (this is a 2-core box)")
     work = Path(tempfile.mkdtemp(prefix="trunkline-locust-"))
@@ -238,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         _wait_ready(process, base, home, 240)
-        for users in counts:
-            print(f"locust: {users} users for {args.seconds} s", flush=True)
-            run = run_locust(users, args.seconds, work)
+        for transport, users in itertools.product(transports, counts):
+            print(f"locust: {users} {transport} users for {args.seconds} s", flush=True)
+            run = run_locust(users, args.seconds, work, transport)
             print(json.dumps({k: v for k, v in run.items() if k != "stats_csv"}), flush=True)
             runs.append(run)
     finally:

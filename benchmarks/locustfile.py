@@ -1,25 +1,40 @@
-"""Locust users as concurrent callers over the WebSocket media transport.
+"""Locust users as concurrent callers, over the WebSocket media transport and over SIP.
 
     trunkline serve --no-ray --ws 127.0.0.1:17080
-    locust -f benchmarks/locustfile.py --headless -u 2 -r 2 -t 60s --host ws://127.0.0.1:17080/
+    locust -f benchmarks/locustfile.py WebSocketCaller --headless -u 2 -r 2 -t 60s \
+        --host ws://127.0.0.1:17080/
+    TRUNKLINE_LOAD_SIP_URI=sip:agent@127.0.0.1:17060 \
+        locust -f benchmarks/locustfile.py SipCaller --headless -u 2 -r 2 -t 60s
 
 (`python benchmarks/load_ws.py` does both for 1, 2 and 4 users and writes the results.)
 Each user places one call after another: connect, wait for the greeting to end, say a
 pre-rendered espeak-ng question at real time, time the first agent audio after the end
-of its voice, count underruns (gaps > 40 ms in the agent's audio while it speaks),
-hang up. Custom events in Locust's stats:
+of its voice, hang up.
+
+- WebSocketCaller also counts underruns (gaps > 40 ms in the agent's audio while it
+  speaks).
+- SipCaller places a real SIP call (INVITE, RTP G.711, BYE) with our SipEndpoint
+  dialer, `trunkline call`, in a subprocess of its own: the dialer is asyncio and
+  Locust is gevent, and a process per call keeps the two apart. Each user has its own
+  SIP port and RTP range (TRUNKLINE_LOAD_SIP_PORT, default 17200, + user number).
+
+Custom events in Locust's stats:
   call / time_to_first_audio   end of caller voice -> first agent audio frame (ms)
   call / held                  one per call; failures say what went wrong
-  audio / underrun             one per gap, its length (ms)
-Every wait is bounded; the host must be a loopback ws:// URL.
+  audio / underrun             one per gap, its length (ms) (WebSocket only)
+Every wait is bounded; hosts and SIP URIs must be loopback.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+import wave
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,7 +45,7 @@ from websocket import ABNF, WebSocket, WebSocketException, create_connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_ws import FRAME_S, AgentStream, render_question
+from load_ws import FRAME_S, SAMPLE_RATE, AgentStream, render_question
 
 FRAME_BYTES = 320
 ANSWER_TIMEOUT_S = 60.0  # the agent warms its prompt before answering; slow under load
@@ -41,6 +56,8 @@ REPLY_PAUSE_S = 2.5  # agent quiet this long: the reply is over (a longer stall 
 REPLY_MAX_S = 40.0
 
 QUESTION_PCM, QUESTION_VOICE_END_S = render_question()  # once per Locust process
+SIP_CALL_TIMEOUT_S = 150.0  # one whole SIP call: answer, greeting, question, reply
+SIP_RTP_PER_USER = 20  # RTP ports per SIP user (one call at a time needs two)
 
 
 class Totals:
@@ -154,6 +171,82 @@ class WebSocketCaller(User):
             exception=exc,
             context={},
         )
+
+
+_sip_users = itertools.count()
+
+
+def _question_wav() -> Path:
+    """The question up to the end of its voice, as a WAV for `trunkline call` (trailing
+    silence would move its end-of-speech mark)."""
+    path = Path(tempfile.gettempdir()) / f"trunkline-locust-question-{os.getpid()}.wav"
+    if not path.exists():
+        voiced = QUESTION_PCM[: int(QUESTION_VOICE_END_S * SAMPLE_RATE) * 2]
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(voiced)
+    return path
+
+
+class SipCaller(User):
+    """A caller over real SIP: one `trunkline call` after another."""
+
+    wait_time = constant(0.5)
+
+    def on_start(self) -> None:
+        self.uri = os.environ.get("TRUNKLINE_LOAD_SIP_URI", "")
+        if not self.uri.startswith("sip:") or "@127.0.0.1:" not in self.uri:
+            raise ValueError(f"TRUNKLINE_LOAD_SIP_URI must be a loopback SIP URI: {self.uri!r}")
+        number = next(_sip_users)
+        base = int(os.environ.get("TRUNKLINE_LOAD_SIP_PORT", "17200"))
+        self.bind = f"127.0.0.1:{base + number}"
+        low = base + 100 + number * SIP_RTP_PER_USER
+        self.rtp_ports = f"{low}-{low + SIP_RTP_PER_USER - 1}"
+        self.wav = _question_wav()
+
+    @task
+    def call(self) -> None:
+        TOTALS.started()
+        started = time.monotonic()
+        command = [
+            sys.executable, "-m", "agent.cli.call_cmd", "--wav", str(self.wav),
+            "--to", self.uri, "--json", "--timeout", str(REPLY_TIMEOUT_S),
+            "--bind", self.bind, "--rtp-ports", self.rtp_ports,
+            "--api", os.environ.get("TRUNKLINE_LOAD_API", "http://127.0.0.1:1"),
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command, cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                text=True, timeout=SIP_CALL_TIMEOUT_S, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise CallFailedError(f"trunkline call exited {done.returncode}: "
+                                      f"{done.stderr.strip()[-300:]}")  # fmt: skip
+            report = json.loads(done.stdout)
+            turns = report.get("turns") or []
+            ttfa_ms = turns[0].get("turn_latency_ms") if turns else None
+            if ttfa_ms is None:
+                raise CallFailedError(f"no reply: {report.get('end_reason')}")
+            self._fire("call", "time_to_first_audio", float(ttfa_ms))
+            TOTALS.ttfa_ms.append(float(ttfa_ms))
+            TOTALS.calls_held += 1
+            self._fire("call", "held", (time.monotonic() - started) * 1000.0)
+        except (CallFailedError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            TOTALS.calls_failed += 1
+            message = f"{type(exc).__name__}: {exc}"
+            if message not in TOTALS.errors and len(TOTALS.errors) < 10:
+                TOTALS.errors.append(message)
+            self._fire("call", "held", (time.monotonic() - started) * 1000.0, exc)
+        finally:
+            TOTALS.in_progress -= 1
+
+    def _fire(self, kind: str, name: str, ms: float, exc: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=kind, name=name, response_time=ms, response_length=0,
+            exception=exc, context={},
+        )  # fmt: skip
 
 
 def _read_agent_audio(ws: WebSocket, stream: AgentStream) -> None:

@@ -27,6 +27,7 @@ class EndReason(enum.StrEnum):
     FAILED = "failed"  # signalling error
     MEDIA_TIMEOUT = "media_timeout"  # no RTP for too long
     TRANSPORT_CLOSED = "transport_closed"
+    TRANSFERRED = "transferred"  # handed on to another party (SIP REFER)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class Call(Protocol):
 
     async def hangup(self) -> None: ...
 
+    async def transfer(self, target_uri: str, *, timeout_s: float = 30.0) -> bool:
+        """Blind transfer: ask the far end to call `target_uri` instead. True once the
+        target answered (this call then ends as TRANSFERRED); False when refused, failed
+        or timed out, and this call goes on unchanged. Transports without transfer
+        return False."""
+        ...
+
     async def wait_ended(self) -> EndReason: ...
 
     @property
@@ -93,6 +101,28 @@ class IncomingCall(Protocol):
 
 
 IncomingHandler = Callable[[IncomingCall], Awaitable[None]]
+
+
+class TransferOffer(Protocol):
+    """The far end asked us (SIP REFER) to call `target` in place of `call`."""
+
+    call: Call  # the call being transferred
+    target: str  # sip: URI to call
+    referred_by: str | None
+
+    async def accept(self, *, ring_timeout_s: float = 30.0) -> Call:
+        """Call the target; once it answers, `call` ends as TRANSFERRED and the new
+        call is returned. Raises CallFailed when the target does not answer (the
+        original call goes on)."""
+        ...
+
+    async def decline(self) -> None:
+        """Refuse the transfer; the original call goes on."""
+        ...
+
+
+# Decides on each transfer request; declined when it neither accepts nor declines.
+TransferHandler = Callable[[TransferOffer], Awaitable[None]]
 
 
 class Endpoint(Protocol):

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import secrets
+import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from telephony.interface import (
     DtmfEvent,
     EndReason,
     IncomingHandler,
+    TransferHandler,
 )
 from telephony.media import MediaError, RtpSession, bind_rtp_socket
 from telephony.sdp import ANSWER_DIRECTION, SdpError, build_sdp, parse_sdp
@@ -39,13 +41,24 @@ from telephony.sip_message import (
     parse_message,
     reason_phrase,
 )
+from telephony.transfer import (
+    SIPFRAG_TYPE,
+    ReferWatch,
+    TransferError,
+    check_target,
+    failure_status,
+    parse_refer_to,
+    parse_sipfrag,
+    sipfrag,
+)
 
 log = logging.getLogger(__name__)
 
 T1 = 0.5  # RFC 3261 timer values for UDP
 T2 = 4.0
 TRANSACTION_TIMEOUT = 64 * T1
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+PEER_LEFT_GRACE_S = 4.0  # a transferee's BYE may overtake its final NOTIFY
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY"
 USER_AGENT = "trunkline"
 _URI_HOST = re.compile(r"^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;>?]+)(?::(\d+))?", re.IGNORECASE)
 
@@ -73,10 +86,38 @@ class SipConfig:
     trunk: TrunkConfig | None = None
     media_timeout_s: float = 30.0
     codecs: tuple[int, ...] = (PCMU, PCMA)
+    # Host put in Contact, Via and SDP (NAT, or a name peers should use). None: the
+    # bind host, or when bound to 0.0.0.0 the address of the interface routing to
+    # each peer (never 0.0.0.0, which peers cannot send to).
+    advertise: str | None = None
+
+    @property
+    def wildcard(self) -> bool:
+        return self.bind[0] in ("0.0.0.0", "")
 
     @property
     def host(self) -> str:
-        return "127.0.0.1" if self.bind[0] in ("0.0.0.0", "") else self.bind[0]
+        """The advertised host when no peer is known yet."""
+        if self.advertise:
+            return self.advertise
+        return "127.0.0.1" if self.wildcard else self.bind[0]
+
+    @property
+    def media_bind_host(self) -> str:
+        # RTP listens where SIP does: all interfaces for 0.0.0.0
+        return "0.0.0.0" if self.wildcard else self.bind[0]
+
+
+def route_address(host: str) -> str | None:
+    """Our address on the interface that routes to `host`: connecting a UDP socket
+    only picks the route, no packet is sent."""
+    try:  # IPv4 only, like the rest of the stack
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, 9))
+            address = sock.getsockname()[0]
+    except OSError:
+        return None
+    return None if address == "0.0.0.0" else address
 
 
 def uri_destination(uri: str) -> tuple[str, int]:
@@ -174,6 +215,9 @@ class SipCall:
         self._endpoint = endpoint
         self._end_reason: EndReason | None = None
         self._ended = asyncio.Event()
+        self._refer: ReferWatch | None = None  # our transfer of this call, while under way
+        self._offer: _TransferOffer | None = None  # the far end's transfer request to us
+        self._remote_bye_reason = EndReason.REMOTE_HANGUP  # TRANSFERRED once handed on
         session.on_timeout = self._on_media_timeout
 
     @property
@@ -212,6 +256,120 @@ class SipCall:
         assert self._end_reason is not None
         return self._end_reason
 
+    async def transfer(self, target_uri: str, *, timeout_s: float = 30.0) -> bool:
+        """Blind transfer (RFC 3515): REFER the far end to `target_uri`, then follow
+        its NOTIFY reports. True when the target answered: this call then ends as
+        TRANSFERRED (our BYE unless the far end sent one). False when the REFER is
+        refused, the target fails or nothing final arrives in `timeout_s`: the call
+        goes on. ValueError for a target that is not a sip:/sips: URI."""
+        target = check_target(target_uri)
+        if self._end_reason is not None:
+            return False
+        if self._refer is not None:
+            raise RuntimeError(f"call {self.info.call_id}: a transfer is already under way")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self.local_cseq += 1
+        refer = self.in_dialog_request("REFER")
+        refer.add("Refer-To", f"<{target}>")
+        refer.add("Referred-By", f"<{header_uri(self.local_party)}>")
+        watch = ReferWatch(event_id=str(self.local_cseq))
+        key = (self.info.call_id, self.local_tag)
+        self._refer = watch
+        self._endpoint._refers[key] = watch  # outlives the dialog: NOTIFY may follow a BYE
+        transaction = self._endpoint._request(refer, self.peer)
+        follower = self._endpoint._spawn(self._follow_refer(transaction, watch))
+        try:
+            await self._await_outcome(watch, deadline)
+            if watch.succeeded:
+                if watch.peer_left:
+                    self._end(EndReason.TRANSFERRED)
+                else:
+                    await self._send_bye(EndReason.TRANSFERRED)
+                return True
+            why = (
+                f"REFER answered {watch.refer_status}"
+                if watch.refused
+                else (f"target answered {watch.final}" if watch.final else "no final report")
+            )
+            log.info("call %s: transfer to %s failed: %s", self.info.call_id, target, why)
+            return False
+        finally:
+            follower.cancel()
+            self._refer = None
+            self._endpoint._refers.pop(key, None)
+            if watch.peer_left:  # they hung up and the transfer did not complete
+                self._end(EndReason.REMOTE_HANGUP)
+
+    async def _follow_refer(self, transaction: _Transaction, watch: ReferWatch) -> None:
+        # the REFER's answer feeds the same watch as the NOTIFYs: either may come first
+        try:
+            response = await transaction.final_response()
+            watch.on_refer_answer(response.status or 0)
+        except TimeoutError:
+            watch.on_refer_answer(408)
+        finally:
+            transaction.close()
+
+    async def _await_outcome(self, watch: ReferWatch, deadline: float) -> None:
+        """Wait for the final sipfrag, our call ending, or the deadline."""
+        loop = asyncio.get_running_loop()
+        grace_until: float | None = None
+        while (
+            watch.final is None
+            and not watch.refused
+            and (self._end_reason is None or watch.peer_left)
+        ):
+            now = loop.time()
+            if watch.peer_left and grace_until is None:
+                grace_until = now + PEER_LEFT_GRACE_S
+            until = deadline if grace_until is None else min(deadline, grace_until)
+            if until <= now:
+                return
+            watch.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(until - now):
+                    await watch.changed.wait()
+
+    def _on_remote_bye(self) -> None:
+        watch = self._refer
+        if watch is None:
+            self._end(self._remote_bye_reason)
+            return
+        # the transferee leaving may mean success: the final NOTIFY decides the reason
+        watch.peer_left = True
+        self.session.close()
+        self._endpoint._dialogs.pop((self.info.call_id, self.local_tag), None)
+        watch.changed.set()
+
+    async def _notify_refer(
+        self, event_id: str, code: int, reason: str, *, terminated: bool, wait: bool = True
+    ) -> None:
+        """Report transfer progress to the transferor (RFC 3515 NOTIFY, sipfrag body)."""
+        self.local_cseq += 1
+        notify = self.in_dialog_request("NOTIFY")
+        notify.add("Event", f"refer;id={event_id}")
+        state = "terminated;reason=noresource" if terminated else "active;expires=60"
+        notify.add("Subscription-State", state)
+        notify.add("Content-Type", SIPFRAG_TYPE)
+        notify.body = sipfrag(code, reason)
+        transaction = self._endpoint._request(notify, self.peer)
+
+        async def answered() -> None:
+            try:
+                response = await transaction.final_response(wait_s=4 * T2)
+                if (response.status or 0) >= 300:
+                    log.info("call %s: NOTIFY answered %s", self.info.call_id, response.status)
+            except TimeoutError:
+                log.info("call %s: no answer to NOTIFY", self.info.call_id)
+            finally:
+                transaction.close()
+
+        if wait:
+            await answered()
+        else:
+            self._endpoint._spawn(answered())
+
     def _on_media_timeout(self) -> None:
         self._endpoint._spawn(self._send_bye(EndReason.MEDIA_TIMEOUT))
 
@@ -234,6 +392,7 @@ class SipCall:
             to_value=self.remote_party,
             call_id=self.info.call_id,
             cseq=self.local_cseq,
+            dest=self.peer,
         )
         for route in self.route_set:
             request.add("Route", route)
@@ -246,6 +405,8 @@ class SipCall:
         self.session.close()
         self._endpoint._dialogs.pop((self.info.call_id, self.local_tag), None)
         self._ended.set()
+        if self._refer is not None:
+            self._refer.changed.set()  # a transfer waiting on this call stops waiting
 
 
 @dataclass
@@ -272,6 +433,53 @@ class _PendingInvite:
         self.endpoint._reply(self.request, self.source, code, reason, to_tag=self.local_tag)
 
 
+class _TransferOffer:
+    """A REFER we accepted (202): the application decides whether to call the
+    target; the transferor hears how it went by NOTIFY (telephony.interface)."""
+
+    def __init__(
+        self, call: SipCall, target: str, referred_by: str | None, event_id: str, notify: bool
+    ) -> None:
+        self.call = call
+        self.target = target
+        self.referred_by = referred_by
+        self.state = "offered"  # offered | accepted | declined
+        self._event_id = event_id
+        self._notify = notify  # False for Refer-Sub: false (RFC 4488)
+
+    async def report(self, code: int, reason: str, *, terminated: bool, wait: bool = True) -> None:
+        if self._notify:
+            await self.call._notify_refer(
+                self._event_id, code, reason, terminated=terminated, wait=wait
+            )
+
+    async def accept(self, *, ring_timeout_s: float = 30.0) -> SipCall:
+        if self.state != "offered":
+            raise CallFailed(EndReason.FAILED, f"transfer already {self.state}")
+        self.state = "accepted"
+        try:
+            new_call = await self.call._endpoint.place_call(
+                self.target, ring_timeout_s=ring_timeout_s
+            )
+        except CallFailed as exc:
+            await self.report(*failure_status(exc), terminated=True)
+            raise
+        except Exception as exc:
+            await self.report(500, "Server Internal Error", terminated=True)
+            raise CallFailed(EndReason.FAILED, f"transfer to {self.target}: {exc}") from exc
+        # the transferor may BYE as soon as it reads the 200: that too is a transfer
+        self.call._remote_bye_reason = EndReason.TRANSFERRED
+        await self.report(200, "OK", terminated=True)
+        await self.call._send_bye(EndReason.TRANSFERRED)
+        return new_call
+
+    async def decline(self) -> None:
+        if self.state != "offered":
+            return
+        self.state = "declined"
+        await self.report(603, "Declined", terminated=True)
+
+
 class SipEndpoint:
     """A SIP UA: direct INVITEs by default, optional trunk registration."""
 
@@ -280,6 +488,10 @@ class SipEndpoint:
         self.clock = MediaClock()
         self._transport: asyncio.DatagramTransport | None = None
         self._on_incoming: IncomingHandler | None = None
+        # decides on transfers the far end asks of us (REFER); None declines them all
+        self.on_transfer: TransferHandler | None = None
+        self._refers: dict[tuple[str, str], ReferWatch] = {}  # our REFERs awaiting NOTIFY
+        self._routes: OrderedDict[str, str] = OrderedDict()  # peer host -> our address
         self._transactions: dict[str, _Transaction] = {}
         self._dialogs: dict[tuple[str, str], SipCall] = {}
         self._pending: dict[str, _PendingInvite] = {}  # INVITE branch -> pending call
@@ -299,12 +511,32 @@ class SipEndpoint:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.config.user}@{self.config.host}:{self.local_address[1]}>"
+        return self.contact_for(None)
+
+    def host_for(self, peer: tuple[str, int] | None) -> str:
+        """The host we advertise to `peer` (SipConfig.advertise)."""
+        config = self.config
+        if config.advertise or not config.wildcard or peer is None:
+            return config.host
+        host = self._routes.get(peer[0])
+        if host is None:
+            host = route_address(peer[0]) or config.host
+            self._routes[peer[0]] = host
+            while len(self._routes) > 256:
+                self._routes.popitem(last=False)
+        return host
+
+    def contact_for(self, peer: tuple[str, int] | None) -> str:
+        return f"<sip:{self.config.user}@{self.host_for(peer)}:{self.local_address[1]}>"
 
     # ---- lifecycle ----
 
-    async def start(self, on_incoming: IncomingHandler) -> None:
+    async def start(
+        self, on_incoming: IncomingHandler, *, on_transfer: TransferHandler | None = None
+    ) -> None:
         self._on_incoming = on_incoming
+        if on_transfer is not None:
+            self.on_transfer = on_transfer
         loop = asyncio.get_running_loop()
         try:
             self._transport, _ = await loop.create_datagram_endpoint(
@@ -399,8 +631,9 @@ class SipEndpoint:
         call_id: str,
         cseq: int,
         branch: str | None = None,
+        dest: tuple[str, int] | None = None,
     ) -> SipMessage:
-        host, port = self.config.host, self.local_address[1]
+        host, port = self.host_for(dest), self.local_address[1]
         request = SipMessage(method=method, uri=uri)
         branch = branch or f"z9hG4bK{_token()}"
         request.add("Via", f"SIP/2.0/UDP {host}:{port};branch={branch};rport")
@@ -409,8 +642,8 @@ class SipEndpoint:
         request.add("To", to_value)
         request.add("Call-ID", call_id)
         request.add("CSeq", f"{cseq} {method}")
-        if method in ("INVITE", "REGISTER", "OPTIONS"):
-            request.add("Contact", self.contact)
+        if method in ("INVITE", "REGISTER", "OPTIONS", "REFER", "NOTIFY"):
+            request.add("Contact", self.contact_for(dest))
         request.add("User-Agent", USER_AGENT)
         return request
 
@@ -423,6 +656,7 @@ class SipEndpoint:
         *,
         to_tag: str | None = None,
         body: bytes = b"",
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> SipMessage:
         response = SipMessage(status=code, reason=reason or reason_phrase(code))
         for i, via in enumerate(request.get_all("Via")):
@@ -438,12 +672,14 @@ class SipEndpoint:
         response.add("To", to_value)
         response.add("Call-ID", request.call_id)
         response.add("CSeq", request.get("CSeq") or "")
-        if request.method == "INVITE" and 100 < code < 300:
-            response.add("Contact", self.contact)
+        if request.method in ("INVITE", "REFER") and 100 < code < 300:
+            response.add("Contact", self.contact_for(source))
         if code in (200, 405) and request.method in ("INVITE", "OPTIONS"):
             response.add("Allow", ALLOW)
         if request.method == "OPTIONS":
             response.add("Accept", "application/sdp")
+        for name, value in extra:
+            response.add(name, value)
         response.add("Server", USER_AGENT)
         if body:
             response.add("Content-Type", "application/sdp")
@@ -459,8 +695,11 @@ class SipEndpoint:
         *,
         to_tag: str | None = None,
         body: bytes = b"",
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        data = self._response(request, source, code, reason, to_tag=to_tag, body=body).build()
+        response = self._response(request, source, code, reason, to_tag=to_tag, body=body,
+                                  extra=extra)  # fmt: skip
+        data = response.build()
         self._send(data, source)
         if code >= 200:
             key = (request.branch, request.method or "")
@@ -489,6 +728,8 @@ class SipEndpoint:
             "BYE": self._on_bye,
             "OPTIONS": self._on_options,
             "INFO": self._on_info,
+            "REFER": self._on_refer,
+            "NOTIFY": self._on_notify,
         }.get(method)
         if handler is None:
             self._reply(request, source, 405, "Method Not Allowed")
@@ -557,7 +798,7 @@ class SipEndpoint:
             self._reply(request, source, 488, "Not Acceptable Here", to_tag=pending.local_tag)
             raise CallFailed(EndReason.FAILED, str(exc)) from exc
         try:
-            sock = bind_rtp_socket(self.config.host, self.config.rtp_ports)
+            sock = bind_rtp_socket(self.config.media_bind_host, self.config.rtp_ports)
         except MediaError as exc:
             pending.state = "rejected"
             self._reply(request, source, 503, "Service Unavailable", to_tag=pending.local_tag)
@@ -592,7 +833,7 @@ class SipEndpoint:
         codecs = [payload_type] if offer else list(self.config.codecs)
         direction = ANSWER_DIRECTION[offer.direction] if offer else "sendrecv"
         body = build_sdp(
-            self.config.host,
+            self.host_for(source),
             session.local[1],
             codecs,
             event_payload_type=event_pt,
@@ -644,7 +885,7 @@ class SipEndpoint:
             self._reply(request, source, 481)
             return
         self._reply(request, source, 200)
-        call._end(EndReason.REMOTE_HANGUP)
+        call._on_remote_bye()
 
     def _on_info(self, request: SipMessage, source: tuple[str, int]) -> None:
         call = self._dialog_of(request)
@@ -661,6 +902,80 @@ class SipEndpoint:
                         match.group(1).decode().upper(), int(duration.group(1)) if duration else 0
                     )
                 )
+
+    def _on_refer(self, request: SipMessage, source: tuple[str, int]) -> None:
+        """The far end transfers us (RFC 3515): 202, then the application decides."""
+        call = self._dialog_of(request)
+        if call is None:
+            self._reply(request, source, 481)
+            return
+        try:
+            target = parse_refer_to(request.get_all("Refer-To"))
+        except TransferError as exc:
+            self._reply(request, source, exc.code, exc.reason)
+            return
+        if call._offer is not None or call._refer is not None:
+            self._reply(request, source, 491, "Request Pending")
+            return
+        if self.on_transfer is None:
+            self._reply(request, source, 603, "Decline")
+            return
+        contact = request.get("Contact")
+        if contact:  # REFER is a target refresh request (RFC 3515)
+            call.remote_target = header_uri(contact)
+        notify = (request.get("Refer-Sub") or "").strip().lower() != "false"
+        extra = () if notify else (("Refer-Sub", "false"),)
+        self._reply(request, source, 202, "Accepted", extra=extra)
+        referred_by = request.get("Referred-By")
+        offer = _TransferOffer(
+            call,
+            target,
+            header_uri(referred_by) if referred_by else None,
+            event_id=str(request.cseq()[0]),
+            notify=notify,
+        )
+        call._offer = offer
+        self._spawn(self._run_transfer_offer(offer, self.on_transfer))
+
+    async def _run_transfer_offer(self, offer: _TransferOffer, handler: TransferHandler) -> None:
+        try:
+            # RFC 3515: an accepted REFER gets an immediate NOTIFY
+            await offer.report(100, "Trying", terminated=False, wait=False)
+            await handler(offer)
+        except asyncio.CancelledError:  # endpoint stopping: no more reports
+            offer.state = "declined"
+            raise
+        except CallFailed as exc:
+            log.info("call %s: transfer to %s failed: %s", offer.call.info.call_id,
+                     offer.target, exc)  # fmt: skip
+        except Exception:
+            log.exception("transfer handler failed for %s", offer.call.info.call_id)
+        finally:
+            offer.call._offer = None
+            await offer.decline()  # a no-op once accepted or declined
+
+    def _on_notify(self, request: SipMessage, source: tuple[str, int]) -> None:
+        """Progress of a transfer we asked for (sipfrag bodies)."""
+        watch = self._refers.get((request.call_id, request.to_tag or ""))
+        if watch is None:
+            self._reply(request, source, 481)
+            return
+        event, _, params = (request.get("Event") or "").partition(";")
+        if event.strip().lower() != "refer":
+            self._reply(request, source, 489, "Bad Event")
+            return
+        event_id = re.search(r"(?:^|;)\s*id\s*=\s*([^;\s]+)", params, re.IGNORECASE)
+        if event_id and event_id.group(1) != watch.event_id:
+            self._reply(request, source, 481)  # an older REFER's subscription
+            return
+        content_type = (request.get("Content-Type") or "").split(";")[0].strip().lower()
+        status = parse_sipfrag(request.body) if request.body else None
+        if request.body and (content_type != "message/sipfrag" or status is None):
+            self._reply(request, source, 400, "Bad Request - body is not a sipfrag status")
+            return
+        state = (request.get("Subscription-State") or "").split(";")[0].strip().lower()
+        self._reply(request, source, 200)
+        watch.on_notify(status, terminated=state == "terminated")
 
     def _on_reinvite(self, request: SipMessage, source: tuple[str, int]) -> None:
         call = self._dialog_of(request)
@@ -685,7 +1000,7 @@ class SipEndpoint:
         call.sdp_version += 1
         call.acked.clear()
         body = build_sdp(
-            self.config.host,
+            self.host_for(source),
             session.local[1],
             [session.payload_type],
             event_payload_type=session.event_payload_type,
@@ -713,7 +1028,7 @@ class SipEndpoint:
     async def place_call(self, uri: str, *, ring_timeout_s: float = 30.0) -> SipCall:
         trunk = self.config.trunk
         dest = trunk.registrar if trunk else uri_destination(uri)
-        host = self.config.host
+        host = self.host_for(dest)
         local_tag = _token()
         call_id = new_call_id(host)
         user_host = trunk.domain or trunk.registrar[0] if trunk else host
@@ -721,7 +1036,7 @@ class SipEndpoint:
         from_value = f"<sip:{user}@{user_host}>;tag={local_tag}"
         to_value = f"<{uri}>"
         try:
-            sock = bind_rtp_socket(host, self.config.rtp_ports)
+            sock = bind_rtp_socket(self.config.media_bind_host, self.config.rtp_ports)
         except MediaError as exc:
             raise CallFailed(EndReason.FAILED, str(exc)) from exc
         offer = build_sdp(host, sock.getsockname()[1], list(self.config.codecs))
@@ -732,7 +1047,7 @@ class SipEndpoint:
             while True:
                 invite = self._new_request(
                     "INVITE", uri, from_value=from_value, to_value=to_value,
-                    call_id=call_id, cseq=cseq,
+                    call_id=call_id, cseq=cseq, dest=dest,
                 )  # fmt: skip
                 if auth_header:
                     invite.add(*auth_header)
@@ -827,7 +1142,7 @@ class SipEndpoint:
         to_value = response.get("To") or ""  # carries the peer's tag: ACK and BYE reuse it
         ack = self._new_request(
             "ACK", remote_target, from_value=from_value, to_value=to_value,
-            call_id=invite.call_id, cseq=invite.cseq()[0],
+            call_id=invite.call_id, cseq=invite.cseq()[0], dest=dest,
         )  # fmt: skip
         ack.headers = [(k, v) for k, v in ack.headers if k != "Contact"]
         for route in route_set:
@@ -909,7 +1224,7 @@ class SipEndpoint:
             self._register_cseq += 1
             request = self._new_request(
                 "REGISTER", uri, from_value=f"{aor};tag={_token()}", to_value=aor,
-                call_id=self._register_call_id, cseq=self._register_cseq,
+                call_id=self._register_call_id, cseq=self._register_cseq, dest=trunk.registrar,
             )  # fmt: skip
             request.add("Expires", str(expires_s))
             if auth_header:

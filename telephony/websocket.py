@@ -114,6 +114,12 @@ class WsCall:
                 await self._send_json({"type": "hangup"})
             await self._end(EndReason.LOCAL_HANGUP)
 
+    async def transfer(self, target_uri: str, *, timeout_s: float = 30.0) -> bool:
+        # the protocol has no way to hand a connection on: the call goes on unchanged
+        log.warning("call %s: WebSocket calls cannot be transferred (to %s)", self.info.call_id,
+                    target_uri)  # fmt: skip
+        return False
+
     async def wait_ended(self) -> EndReason:
         await self._ended.wait()
         assert self._end_reason is not None

@@ -14,19 +14,29 @@ from typing import Any
 import httpx
 
 from agent.app.dialer import DialResult
+from agent.controlplane.local_key import cli_api_key
 
 DEFAULT_API_PORTS = (8000, 8001)  # --no-ray: the serve port; with Ray: the agent port
+
+
+def api_headers() -> dict[str, str]:
+    """The agent API's Authorization header: $TRUNKLINE_API_KEY, else the local cli.key
+    that `trunkline serve` keeps on its machine (agent.controlplane.local_key)."""
+    key = cli_api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 async def find_api(host: str, explicit: str | None) -> str | None:
     """The agent API base URL: `explicit`, else the first default port that answers."""
     candidates = [explicit] if explicit else [f"http://{host}:{p}" for p in DEFAULT_API_PORTS]
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx.AsyncClient(timeout=2.0, headers=api_headers()) as http:
         for base in candidates:
             try:
                 response = await http.get(f"{base.rstrip('/')}/api/calls", params={"limit": 1})
             except httpx.HTTPError:
                 continue
+            if response.status_code in (401, 403):  # it is the API; the key is missing or wrong
+                return base.rstrip("/")
             if response.status_code == 200 and "calls" in response.json():
                 return base.rstrip("/")
     return None
@@ -35,7 +45,7 @@ async def find_api(host: str, explicit: str | None) -> str | None:
 async def fetch_record(api: str, call_id: str, wait_s: float = 15.0) -> dict[str, Any] | None:
     """The server's record of the call once it is saved (it is, just after hang-up)."""
     deadline = time.monotonic() + wait_s
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx.AsyncClient(timeout=5.0, headers=api_headers()) as http:
         while time.monotonic() < deadline:
             try:
                 response = await http.get(f"{api}/api/calls/{call_id}")

@@ -90,6 +90,8 @@ def to_store_record(record: SessionRecord) -> records.CallRecord:
             for e in record.events
         ],
         errors=[dataclasses.asdict(e) for e in record.errors],
+        # workflow-directed calls (contract 2): name, outcome, steps, tried, ticket_id, ...
+        workflow=record.workflow,
     )
     unclaimed = list(record.turns)
     for index, entry in enumerate(record.transcript):

@@ -14,19 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.app.record_sink import StoreSink
+from agent.app.agent_directory import AgentDirectory
+from agent.app.live_registry import LiveRegistry, LiveSink, live_registry_from_env
+from agent.app.record_sink import StoreSink, record_id
 from agent.app.settings import AgentSettings
 from agent.metrics import METRICS, CallMetrics
-from agent.session import CallRecord, CallSession, Engines, prepare_session
-from telephony.interface import CallFailed, IncomingCall
+from agent.session import CallRecord, CallSession, Engines, SessionEvent, prepare_session
+from agent.session.director import DirectedSink
+from agent.session.recording import RecordingCall, start_recording
+from telephony.interface import Call, CallFailed, IncomingCall
 from telephony.sip_endpoint import SipConfig, SipEndpoint
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0  # longest wait for ended calls to hand over their records
+# Calls to sip:helpdesk@ / sip:printer@ are stores calling about a printer: the
+# troubleshooting workflows run them (asking store and lane first).
+INBOUND_WORKFLOW_SLUGS = frozenset({"helpdesk", "printer"})
 
 
 class AgentServer:
@@ -37,21 +44,36 @@ class AgentServer:
         *,
         store: Any,
         metrics: CallMetrics = METRICS,
+        control_plane: Any | None = None,
+        live_registry: LiveRegistry | None = None,
     ) -> None:
         self.engines = Engines(*engines)
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.sink = StoreSink(store, metrics)
+        # Live calls of every replica (Redis when $REDIS_URL is set, else in-process).
+        self.live = live_registry if live_registry is not None else live_registry_from_env()
+        self.sink: Any = LiveSink(StoreSink(store, metrics), self.live)
+        if control_plane is not None:  # goals of control-plane agents, judged after each call
+            from agent.controlplane.goal_tracking import GoalTrackingSink, control_plane_goals
+
+            self.sink = GoalTrackingSink(
+                self.sink, control_plane_goals(control_plane), self.engines.llm, store=store
+            )
+        # Incoming calls to sip:<agent-slug>@ get that control-plane agent; else the default.
+        self.directory = AgentDirectory(self.engines, settings.session, control_plane)
         self.endpoint = SipEndpoint(
             SipConfig(
                 bind=settings.sip.bind,
                 rtp_ports=settings.sip.rtp_ports,
                 media_timeout_s=settings.sip.media_timeout_s,
                 user="agent",
+                advertise=settings.sip.advertise,
             )
         )
         self.sessions: dict[str, CallSession] = {}  # live calls, by SIP Call-ID
+        # Makes a workflow director for an inbound printer call (set once stores are known).
+        self.inbound_directors: Callable[[], Any] | None = None
         self.ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -62,12 +84,13 @@ class AgentServer:
 
     @property
     def sip_uri(self) -> str:
-        host, port = self.sip_address
-        return f"sip:agent@{host}:{port}"
+        # config.host: the advertised host (never 0.0.0.0, which no peer can call)
+        return f"sip:agent@{self.endpoint.config.host}:{self.sip_address[1]}"
 
     async def start(self) -> None:
         """Warm up (so the first caller waits for nothing), then take calls."""
         await self.store.start()
+        await self.live.start()
         await prepare_session(self.engines, self.settings.session)
         await self.endpoint.start(self._on_incoming)
         self.ready.set()
@@ -86,6 +109,10 @@ class AgentServer:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         await self.endpoint.stop()
+        close_sink = getattr(self.sink, "close", None)  # finish pending goal work first
+        if close_sink is not None:
+            await close_sink()
+        await self.live.close()
         await self.store.close()
 
     async def _on_incoming(self, incoming: IncomingCall) -> None:
@@ -95,9 +122,10 @@ class AgentServer:
         if self._stopping:
             await incoming.reject(503, "Service Unavailable")
             return
-        options = self.settings.session
+        choice = await self.directory.choose(incoming.info.callee)  # the dialled agent
+        options = choice.options
         try:
-            prepared = await prepare_session(self.engines, options)  # cached lines, warm prefix
+            prepared = await self.directory.prepare(choice)  # cached lines, warm prefix
         except Exception as exc:
             log.exception("call %s: cannot prepare a session", call_id)
             await incoming.reject(503, f"Service Unavailable ({type(exc).__name__})")
@@ -107,9 +135,23 @@ class AgentServer:
         except CallFailed as exc:
             log.info("call %s not answered: %s", call_id, exc)
             return
-        session = CallSession(call, self.engines, options, prepared=prepared, record_sink=self.sink)
-        log.info("call %s from %s answered", call_id, incoming.info.caller)
+        call = self.recorded(call)
+        director = None
+        if self.inbound_directors is not None and choice.slug in INBOUND_WORKFLOW_SLUGS:
+            director = self.inbound_directors()  # a store calling about a printer
+        sink = DirectedSink(director, self.sink) if director is not None else self.sink
+        session = CallSession(
+            call, self.engines, options, prepared=prepared, record_sink=sink, director=director
+        )
+        session.record.agent_id = str(choice.agent_id) if choice.agent_id is not None else None
+        if choice.agent_id is not None:  # a control-plane agent: say which in the record
+            session.record.events.append(SessionEvent("agent", 0.0, choice.describe()))
+        log.info("call %s from %s answered as %s", call_id, incoming.info.caller, choice.slug)
         self.run_session(session)
+
+    def recorded(self, call: Call) -> Call:
+        """The call, recorded to $TRUNKLINE_HOME/recordings (unless $TRUNKLINE_RECORD_CALLS=0)."""
+        return start_recording(call, record_id(call.info.call_id))
 
     def run_session(self, session: CallSession) -> asyncio.Task[CallRecord]:
         """Run an answered or placed call's session in a task the server tracks: it is
@@ -130,5 +172,7 @@ class AgentServer:
             record = await session.run()
         finally:
             self.sessions.pop(call_id, None)
+            if isinstance(session.call, RecordingCall):
+                await session.call.finish()  # the WAV is in place once the task ends
         log.info("call %s ended: %s (%s)", call_id, record.end_reason, record.outcome)
         return record

@@ -2,7 +2,7 @@
 
     detector = TurnDetector.from_models(sample_rate=8000)
     for event in await detector.feed(frame):  # 20 ms int16 frames from the phone
-        ...  # SpeechStarted, SpeechPaused, SpeechResumed, TurnEnded
+        ...  # SpeechStarted, SpeechPaused, SpeechResumed, TurnEnded (+ Voice*)
 
 Only numpy, onnxruntime and soxr are needed: no torch, no model hub.
 """
@@ -17,6 +17,8 @@ from agent.audio.turn import (
     TurnEndReason,
     TurnEvent,
     TurnOptions,
+    VoiceStarted,
+    VoiceStopped,
 )
 from agent.audio.vad import SileroVAD, VADFrame
 
@@ -32,4 +34,6 @@ __all__ = [
     "TurnEvent",
     "TurnOptions",
     "VADFrame",
+    "VoiceStarted",
+    "VoiceStopped",
 ]

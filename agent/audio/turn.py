@@ -11,6 +11,11 @@ Fed the caller's audio in small frames (20 ms from the phone), `TurnDetector` em
                  silence, or silence reached `fallback_s` whatever the model said, or the
                  utterance hit `max_utterance_s`.
 
+With `voice_events`, two earlier, unconfirmed events come too (barge-in uses them to
+take the agent's audio off the wire at once and put it back if it was a blip):
+- VoiceStarted   at the first speech frame outside a turn (not yet min_speech_s long);
+- VoiceStopped   when that run of speech ended before it could start a turn.
+
 Times are seconds of audio fed since the detector started (or was reset), so they
 are exact and repeatable; TurnEnded also carries the wall-clock decision time for
 the latency trace.
@@ -57,6 +62,7 @@ class TurnOptions:
     post_roll_s: float = 0.2  # audio kept after the last speech frame
     max_utterance_s: float = 30.0  # a turn longer than this is ended (bounded buffer)
     output_rate: int = 16000  # sample rate of the audio in SpeechPaused / TurnEnded
+    voice_events: bool = False  # also emit VoiceStarted / VoiceStopped (see module doc)
 
     def __post_init__(self) -> None:
         for name in (
@@ -88,6 +94,18 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class VoiceStarted:
+    start_s: float  # start of the first speech frame
+    at_s: float  # end of that frame (when it was seen)
+
+
+@dataclass(frozen=True)
+class VoiceStopped:
+    start_s: float
+    at_s: float  # the frame that ended the run: it was too short to be a turn
+
+
+@dataclass(frozen=True)
 class SpeechPaused:
     speech_end_s: float
     at_s: float
@@ -113,7 +131,7 @@ class TurnEnded:
     decided_monotonic: float  # time.monotonic() at the decision, for latency traces
 
 
-TurnEvent = SpeechStarted | SpeechPaused | SpeechResumed | TurnEnded
+TurnEvent = SpeechStarted | SpeechPaused | SpeechResumed | TurnEnded | VoiceStarted | VoiceStopped
 
 
 class _PcmBuffer:
@@ -198,6 +216,7 @@ class TurnDetector:
         self._audio = _PcmBuffer()
         self._in_speech = False  # the VAD's hysteresis state for the last frame
         self._run_start: float | None = None  # start of the current run of speech frames
+        self._voice_open = False  # VoiceStarted was emitted, its run not yet resolved
         self._reset_turn()
 
     async def feed(self, pcm: np.ndarray) -> list[TurnEvent]:
@@ -241,9 +260,13 @@ class TurnDetector:
         if self._in_speech:
             if self._run_start is None:
                 self._run_start = frame.start_s
+                if opts.voice_events and not self._started:
+                    self._voice_open = True
+                    events.append(VoiceStarted(frame.start_s, frame.end_s))
             run_s = frame.end_s - self._run_start
             if not self._started:
                 if run_s >= opts.min_speech_s - 1e-9:
+                    self._voice_open = False
                     self._started = True
                     self._speech_start = self._run_start
                     self._speech_end = self._confident_end = frame.end_s
@@ -266,8 +289,11 @@ class TurnDetector:
                 events.append(self._end_turn(frame.end_s, "max_length"))
             return
 
-        self._run_start = None
+        run_start, self._run_start = self._run_start, None
         if not self._started:
+            if self._voice_open and run_start is not None:
+                self._voice_open = False
+                events.append(VoiceStopped(run_start, frame.end_s))
             return
         silence_s = frame.end_s - self._speech_end
         if not self._paused and silence_s >= opts.pause_s - 1e-9:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "agents": "agent.cli.agents_cmd:agents",
     "store-sim": "agent.cli.store_sim_cmd:store_sim",
     "voices": "agent.cli.voices_cmd:voices",
+    "dial": "agent.cli.dial_cmd:dial",
 }
 
 

@@ -1,4 +1,4 @@
-"""`trunkline agents`: agent definitions as YAML files (apply, export, list).
+"""`trunkline agents`: agent definitions as YAML files (apply, export, list, examples).
 
 `apply -f agent.yaml` is declarative and idempotent (see agent.controlplane.agentfile):
 keep agents in git, apply them in CI, export what was built through the API.
@@ -30,15 +30,27 @@ def agents() -> None:
     "files",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
-    required=True,
     help="Agent YAML file (repeatable; a file may hold several agents).",
 )
-def apply_(url: str | None, files: tuple[Path, ...]) -> None:
+@click.option(
+    "--example",
+    "examples",
+    multiple=True,
+    help="A packaged example agent by name (repeatable; see `trunkline agents examples`).",
+)
+def apply_(url: str | None, files: tuple[Path, ...], examples: tuple[str, ...]) -> None:
     """Create or update the agents in FILE(s) to match them exactly."""
     from agent.controlplane import agentfile
+    from agent.controlplane.examples import UnknownExample, example_path
 
+    if not files and not examples:
+        raise click.UsageError("give at least one -f FILE or --example NAME")
+    try:
+        paths = [*files, *(example_path(name) for name in examples)]
+    except UnknownExample as exc:
+        raise click.BadParameter(str(exc), param_hint="--example") from None
     specs = []
-    for path in files:
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -87,6 +99,22 @@ def export_(url: str | None, names: tuple[str, ...], output: Path | None) -> Non
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
+
+
+@agents.command("examples")
+@click.option("--path", "name", default=None, help="Print only this example's file path.")
+def examples_(name: str | None) -> None:
+    """List the example agents shipped with trunkline, with their file paths."""
+    from agent.controlplane.examples import UnknownExample, example_names, example_path
+
+    if name is not None:
+        try:
+            click.echo(example_path(name))
+        except UnknownExample as exc:
+            raise click.BadParameter(str(exc), param_hint="--path") from None
+        return
+    for example in example_names():
+        click.echo(f"{example:24}  {example_path(example)}")
 
 
 @agents.command("list")

@@ -113,6 +113,8 @@ class _Stack:
         self.agent_required = True  # False: a models-only server (no SIP)
         self.ws_bind: tuple[str, int] | None = None  # --ws: also answer WebSocket calls
         self.ws_endpoint: Any = None
+        self.caller: Any = None  # outbound ticket calls (TicketCaller), once the agent runs
+        self.live: Any = None  # live calls of every replica (agent.app.live_registry)
 
     def live_sessions(self) -> dict[str, Any]:
         return self.agent.sessions if self.agent is not None else {}
@@ -132,18 +134,25 @@ class _Stack:
 def _agent_app(stack: _Stack, models_url: str) -> Any:
     """The agent's routes; voice clones go to the TTS through the model routes at `models_url`."""
     from agent.app.api import agent_app
+    from agent.app.live_registry import live_registry_from_env
     from agent.controlplane.db import ControlPlaneStore
     from agent.controlplane.voice_admin import HttpVoiceAdmin
     from agent.records import CallRecordStore
 
     stack.store = CallRecordStore()
     stack.control_plane = ControlPlaneStore()
+    stack.live = live_registry_from_env()  # Redis at $REDIS_URL, else this process only
     return agent_app(
         store=stack.store,
         live_sessions=stack.live_sessions,
         health=stack.health,
         control_plane=stack.control_plane,
         voice_admin=HttpVoiceAdmin(models_url),
+        outbound=lambda: stack.caller,  # POST /api/calls; 503 until the agent started
+        live_registry=stack.live,
+        # The text test console: the same LLM and options as calls, once the agent runs.
+        console_llm=lambda: stack.agent.engines.llm if stack.agent is not None else None,
+        console_options=lambda: stack.agent.settings.session if stack.agent is not None else None,
     )
 
 
@@ -158,12 +167,27 @@ async def _start_agent(stack: _Stack, engines: Any, settings: Any) -> bool:
     from agent.app.server import AgentServer
     from telephony.sip_endpoint import SipError
 
-    stack.agent = AgentServer(engines, settings, store=stack.store)
+    stack.agent = AgentServer(
+        engines,
+        settings,
+        store=stack.store,
+        control_plane=stack.control_plane,
+        live_registry=stack.live,
+    )
+    from agent.controlplane.local_key import ensure_local_key
+
+    # The CLI on this machine (call, dial, simulate) authenticates with this key file;
+    # written before /healthz turns 200, so a client that waited for ready finds it.
+    await ensure_local_key(stack.control_plane)
     try:
         await stack.agent.start()
     except SipError as exc:
         click.echo(f"error: {exc}", err=True)
         return False
+    from agent.app.outbound import TicketCaller
+
+    stack.caller = TicketCaller(settings.stores, stack.agent)
+    stack.agent.inbound_directors = lambda: stack.caller.inbound_director(stack.agent.engines.llm)
     if stack.ws_bind is not None:
         return await _start_ws(stack)
     return True
@@ -187,6 +211,8 @@ async def _start_ws(stack: _Stack) -> bool:
 
 
 def _how_to_call(stack: _Stack, http_base: str, started: float) -> None:
+    from agent.controlplane.local_key import key_path
+
     uri = stack.agent.sip_uri
     to = "" if uri == "sip:agent@127.0.0.1:5060" else f" --to {uri}"
     click.echo(f"ready in {time.monotonic() - started:.1f} s: {http_base}/healthz is 200")
@@ -197,6 +223,10 @@ def _how_to_call(stack: _Stack, http_base: str, started: float) -> None:
         ws = stack.ws_endpoint
         click.echo(f"agent answering WebSocket calls at ws://{ws.host}:{ws.port}/")
     click.echo(f"  calls:     {http_base}/api/calls   metrics: {http_base}/metrics")
+    click.echo(
+        "  outbound:  trunkline dial --ticket T1 --wait   (with `trunkline store-sim` running)"
+    )
+    click.echo(f"  API key:   {key_path()} (admin; the CLI on this machine uses it)")
 
 
 async def _wait_for(stop: asyncio.Event, *others: asyncio.Task[Any]) -> None:
@@ -212,6 +242,9 @@ async def _shutdown(stack: _Stack, server: Any, serving: asyncio.Task[Any]) -> N
             await stack.agent.stop()
         except Exception:
             log.exception("agent shutdown failed")
+        if stack.caller is not None:  # after the calls ended: their tickets are updated
+            with contextlib.suppress(Exception):
+                await stack.caller.close()
         if stack.ws_endpoint is not None:  # after the agent hung its calls up
             with contextlib.suppress(Exception):
                 await stack.ws_endpoint.stop()
@@ -417,6 +450,11 @@ def _serve_ray(
 @click.option("--sip", "sip_bind", default=None, help="SIP listen HOST:PORT [127.0.0.1:5060].")
 @click.option("--rtp-ports", default=None, help="RTP port range LOW-HIGH [20000-30000].")
 @click.option(
+    "--advertise",
+    default=None,
+    help="Host peers use to reach our SIP/RTP (NAT, or when --sip binds 0.0.0.0).",
+)
+@click.option(
     "--ws",
     "ws_bind",
     default=None,
@@ -437,6 +475,7 @@ def serve(
     agent_port: int | None,
     sip_bind: str | None,
     rtp_ports: str | None,
+    advertise: str | None,
     ws_bind: str | None,
     models_url: str | None,
 ) -> None:
@@ -453,6 +492,8 @@ def serve(
             sip = dataclasses.replace(sip, bind=parse_host_port(sip_bind))
         if rtp_ports is not None:
             sip = dataclasses.replace(sip, rtp_ports=parse_port_range(rtp_ports))
+        if advertise is not None:
+            sip = dataclasses.replace(sip, advertise=advertise)
         ws = parse_host_port(ws_bind) if ws_bind is not None else None
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -23,6 +23,7 @@ from fastapi import (
     Depends,
     File,
     Form,
+    HTTPException,
     Path,
     Query,
     Request,
@@ -31,21 +32,28 @@ from fastapi import (
     status,
 )
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from starlette.types import Message, Receive
 
-from agent.controlplane import schemas, service
+from agent.controlplane import apikeys, schemas, service
 from agent.controlplane.api import _ERRORS, _ErrorMappingRoute
-from agent.controlplane.auth import require_scope
+from agent.controlplane.auth import bearer, require_scope
 from agent.controlplane.db import ControlPlaneStore
 from agent.controlplane.errors import InvalidField, NotFound
 from agent.controlplane.models import Voice
+from agent.controlplane.rate_limit import RateLimit, limit_from_env
 from agent.controlplane.voice_admin import PREVIEW_PHRASE, CloningUnsupported, VoiceAdmin
 from models.voices import VOICE_ID_PATTERN
 from serving.audio import decode_audio, to_float32
 from serving.base import BadInput, EngineError, UnknownVoice
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# The whole request: the file plus multipart framing and the small form fields.
+MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES + 1024 * 1024
+UPLOADS_PER_MINUTE_ENV = "TRUNKLINE_VOICE_UPLOADS_PER_MINUTE"
+DEFAULT_UPLOADS_PER_MINUTE = 10
 MIN_REFERENCE_S = 5.0
 MAX_REFERENCE_S = 60.0
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")
@@ -81,8 +89,16 @@ class _VoiceErrorRoute(_ErrorMappingRoute):
         handler = super().get_route_handler()
 
         async def mapped(request: Request) -> Response:
+            if request.method == "POST":
+                # Refuse an oversized body before the form parser spools it to disk.
+                declared = request.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+                    return _too_large()
+                request = Request(request.scope, _capped(request.receive, MAX_REQUEST_BYTES))
             try:
                 return await handler(request)
+            except _BodyTooLarge:
+                return _too_large()
             except CloningUnsupported as exc:
                 return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
             except UnknownVoice as exc:
@@ -123,6 +139,46 @@ def check_reference_audio(data: bytes, filename: str | None) -> float:
     return duration
 
 
+class _BodyTooLarge(HTTPException):
+    # An HTTPException, so FastAPI's body parsing lets it through unchanged.
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE)
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """`receive` that raises _BodyTooLarge once the body passes `limit` bytes (for
+    bodies sent without a Content-Length, e.g. chunked)."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge()
+        return message
+
+    return limited
+
+
+def _key_prefix(key: str) -> str:
+    """An API key's public prefix: one per key, and no secret to keep in memory."""
+    match = apikeys.KEY_PATTERN.fullmatch(key)
+    return match.group(1) if match else key[:16]
+
+
+def _too_many(limit: int, retry_after_s: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"too many voice uploads with this API key: at most {limit} a minute; "
+            f"try again in {retry_after_s} s"
+        },
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def _too_large() -> JSONResponse:
     return JSONResponse(
         {"detail": f"reference audio is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"},
@@ -130,8 +186,15 @@ def _too_large() -> JSONResponse:
     )
 
 
-def build_voices_router(store: ControlPlaneStore, tts_admin: VoiceAdmin) -> APIRouter:
-    """The /voices routes over `store`, cloning with `tts_admin`."""
+def build_voices_router(
+    store: ControlPlaneStore, tts_admin: VoiceAdmin, *, uploads_per_minute: int | None = None
+) -> APIRouter:
+    """The /voices routes over `store`, cloning with `tts_admin`. Each API key may start
+    `uploads_per_minute` uploads a minute (default ${UPLOADS_PER_MINUTE_ENV}, else 10;
+    0: no limit): cloning is the expensive request."""
+    if uploads_per_minute is None:
+        uploads_per_minute = limit_from_env(UPLOADS_PER_MINUTE_ENV, DEFAULT_UPLOADS_PER_MINUTE)
+    uploads = RateLimit(uploads_per_minute, window_s=60.0)
     router = APIRouter(route_class=_VoiceErrorRoute, responses=_ERRORS, tags=["voices"])
     read = [Depends(require_scope(store, "read"))]
     admin = [Depends(require_scope(store, "admin"))]
@@ -151,10 +214,13 @@ def build_voices_router(store: ControlPlaneStore, tts_admin: VoiceAdmin) -> APIR
             409: {"description": "The id is taken, or the TTS engine cannot clone voices"},
             413: {"description": "The upload is larger than 10 MB"},
             422: {"description": "Bad, truncated, too short, too long or silent audio"},
+            429: {"description": "Too many uploads with this API key; see Retry-After"},
             502: {"description": "The TTS engine failed to compute the clone"},
         },
     )
     async def create_voice(
+        # The key `admin` has just admitted (FastAPI hands the same parsed header over).
+        credentials: Annotated[HTTPAuthorizationCredentials, Depends(bearer)],
         file: Annotated[UploadFile, File(description="Reference speech: wav, flac or mp3, 5-60 s")],
         voice_id: Annotated[str, Form(max_length=64, pattern=VOICE_ID_PATTERN.pattern)],
         name: Annotated[
@@ -168,6 +234,10 @@ def build_voices_router(store: ControlPlaneStore, tts_admin: VoiceAdmin) -> APIR
         data = await file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             return _too_large()
+        # Counted from here, where the audio work starts: good or bad audio alike.
+        retry_after_s = uploads.take(_key_prefix(credentials.credentials))
+        if retry_after_s is not None:
+            return _too_many(uploads.limit, retry_after_s)
         try:
             await asyncio.to_thread(check_reference_audio, data, file.filename)
         except BadInput as exc:

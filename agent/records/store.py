@@ -20,13 +20,13 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, or_, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -49,6 +49,7 @@ from agent.records.rows import (
     turn_from_row,
 )
 from agent.records.schema import (
+    DIRECTIONS,
     CallRecord,
     ToolCallRecord,
     TurnRecord,
@@ -335,12 +336,20 @@ class CallRecordStore:
         end_reason: str | None = None,
         agent_id: str | None = None,
         finished: bool | None = None,
+        direction: str | None = None,
+        caller: str | None = None,
+        agent: str | None = None,
+        exclude_ids: Collection[str] = (),
         limit: int = 100,
         offset: int = 0,
     ) -> list[CallRecord]:
         """Call headers (turns and tool_calls left empty), newest first.
 
-        `since` / `until` bound `started_at` (inclusive / exclusive)."""
+        `since` / `until` bound `started_at` (inclusive / exclusive); `caller` matches
+        part of the caller URI, any case; `agent` is an agent's id or name;
+        `exclude_ids` leaves those calls out (say, the live ones)."""
+        if direction is not None and direction not in DIRECTIONS:
+            raise InvalidQuery(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidQuery(f"limit must be 1..{MAX_LIST_LIMIT}, got {limit}")
         if offset < 0:
@@ -361,6 +370,14 @@ class CallRecordStore:
             query = query.where(Call.agent_id == agent_id)
         if finished is not None:
             query = query.where(Call.ended_at.is_not(None) if finished else Call.ended_at.is_(None))
+        if direction is not None:
+            query = query.where(Call.direction == direction)
+        if caller is not None:
+            query = query.where(Call.caller.icontains(caller, autoescape=True))
+        if agent is not None:
+            query = query.where(or_(Call.agent_id == agent, Call.agent_name == agent))
+        if exclude_ids:
+            query = query.where(Call.id.not_in(list(exclude_ids)))
         await self._ensure_schema()
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()

@@ -1,11 +1,14 @@
 """Barge-in policy: what counts as an interruption, and what the caller heard.
 
 Decision (documented in the session docstring too):
-1. Sounds shorter than TurnOptions.min_speech_s never raise SpeechStarted, so clicks
-   and short noises never touch the agent's audio.
-2. SpeechStarted while the agent is speaking flushes the outgoing audio at once and
-   cancels the LLM and TTS work: a person stops talking when interrupted, and a
-   late flush is what callers notice most.
+1. The caller's first voiced frame (VoiceStarted, ~30-60 ms into the voice) pauses the
+   agent's audio at once: the queued audio is taken off the wire and kept. A late stop
+   is what callers notice most, and waiting for min_speech_s would cost 0.3 s.
+   Sounds shorter than TurnOptions.min_speech_s end with VoiceStopped: the audio
+   resumes where it stopped (a gap of a few hundred ms) and nothing is cut or lost.
+2. SpeechStarted (the voice lasted min_speech_s) while the agent is speaking confirms
+   the barge-in: the held audio is dropped and the LLM and TTS work is cancelled, as
+   a person stops talking when interrupted.
 3. Once the interrupting utterance is transcribed, a short all-backchannel phrase
    ("mm-hm", "okay", "got it") is not a turn: the agent resumes the interrupted reply
    from the start of the sentence that was cut. Anything else is a new turn.
@@ -74,3 +77,8 @@ def _cut_at_word(text: str, fraction: float) -> str:
     if limit < len(text) and not text[limit].isspace():
         cut = cut.rsplit(None, 1)[0] if " " in cut.strip() else ""
     return cut.strip()
+
+
+# A pause at the caller's first voice lasts until the voice is confirmed as speech
+# (TurnOptions.min_speech_s) or ends as a blip; this bounds it if neither comes.
+PAUSE_MAX_S = 1.0

@@ -4,6 +4,11 @@ TTS cannot start before it has text. A reply's first sentence is often long
 ("Sure, let me walk you through replacing the paper roll, it only takes a
 minute."), so its first clause goes to TTS on its own; after that whole sentences
 (serving/text.SentenceBuffer) sound more natural.
+
+A first clause without punctuation is cut before a word that starts a new phrase
+("To change the paper | in your printer, ..."), once it has `first_phrase_min_words`
+words: on this CPU each LLM token is ~30 ms and Piper's time grows with the text, so
+a short first piece is what the caller hears first. Speakers pause there too.
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ from serving.text import SentenceBuffer
 
 # A first clause: at least `min_words` words, ending in clause punctuation + space.
 _CLAUSE_END = re.compile(r"[,;:—–](?=\s)")
+# Words that open a phrase (prepositions, conjunctions): a natural place to breathe.
+_PHRASE_OPENERS = frozenset(
+    "and but or so because if when while until unless since although though whereas "
+    "then to in on at by with for from into onto about after before during through "
+    "without which that where who whose".split()
+)
+_WORD_THEN_SPACE = re.compile(r"(\S+)\s+")
+_CLAUSE_PUNCT = re.compile(r"[,;:—–]")
 
 
 class SpeechSplitter:
-    def __init__(self, first_clause_min_words: int = 3) -> None:
+    def __init__(self, first_clause_min_words: int = 3, first_phrase_min_words: int = 4) -> None:
         self._min_words = first_clause_min_words
+        self._phrase_words = first_phrase_min_words
         self._head: str | None = ""  # text before the first release; None after it
         self._buffer = SentenceBuffer()
 
@@ -39,7 +53,23 @@ class SpeechSplitter:
             if len(clause.split()) >= self._min_words:
                 rest, self._head = self._head[match.end() :], None
                 return [clause, *self._buffer.push(rest)]
+        cut = self._phrase_cut(self._head)
+        if cut is not None:
+            phrase, rest = self._head[:cut].strip(), self._head[cut:]
+            self._head = None
+            return [phrase, *self._buffer.push(rest)]
         return []
+
+    def _phrase_cut(self, head: str) -> int | None:
+        """Where to cut `head` before a phrase opener, or None. Only words followed by a
+        space are complete (a streamed "in" may yet become "inside")."""
+        if _CLAUSE_PUNCT.search(head):
+            return None  # a punctuated reply: its clause ends are the better cuts
+        words = list(_WORD_THEN_SPACE.finditer(head))
+        for count, match in enumerate(words):
+            if count >= self._phrase_words and match.group(1).lower() in _PHRASE_OPENERS:
+                return match.start()
+        return None
 
     def flush(self) -> list[str]:
         if self._head is not None:

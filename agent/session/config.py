@@ -41,8 +41,14 @@ class SessionOptions:
     # min_speech_s 0.3 (the detector's own default is 0.2): measured on espeak speech
     # over mu-law, 0.2 s lets half of all 150 ms voice blips ("ah", a cough) start a
     # turn and so cut the agent off; 0.3 s rejects all of them, at the cost of flushing
-    # about 0.35 s after the caller's voice starts instead of 0.25 s.
-    turn: TurnOptions = field(default_factory=lambda: TurnOptions(min_speech_s=0.3))
+    # about 0.35 s after the caller's voice starts instead of 0.25 s. So the agent's
+    # audio is paused at the first voiced frame (voice_events) and only dropped once
+    # the voice lasts 0.3 s; a blip resumes it where it stopped.
+    # pause_s 0.1: the speculative transcription (agent/session/speculative.py) starts
+    # 0.1 s after the voice stops, and is mostly done when Smart Turn ends the turn.
+    turn: TurnOptions = field(
+        default_factory=lambda: TurnOptions(min_speech_s=0.3, pause_s=0.1, voice_events=True)
+    )
 
     # LLM request
     max_tokens: int = 120

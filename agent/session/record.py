@@ -24,8 +24,11 @@ Outcome = Literal[
     "caller_silent",  # silence prompts went unanswered; we hung up
     "max_duration",  # maximum call length reached
     "failed",  # a model kept failing; we apologised and ended the call
-    "escalated",  # the escalation hook took the call over
+    "escalated",  # the escalation hook took the call over, or a workflow escalated
     "error",  # the session itself broke (a bug); the record says what
+    # A workflow-directed call (agent/session/director.py) ended with its outcome:
+    "resolved",  # the workflow fixed the problem
+    "callback",  # a callback was booked
 ]
 
 
@@ -85,6 +88,8 @@ class CallRecord:
     events: list[SessionEvent] = field(default_factory=list)
     outcome: Outcome = "in_progress"
     end_reason: str | None = None  # telephony EndReason value
+    # Workflow-directed calls: {name, outcome, steps, tried, ticket_id, ticket_updated, ...}
+    workflow: dict[str, Any] | None = None
 
     def said(self, speaker: Speaker) -> list[str]:
         return [e.text for e in self.transcript if e.speaker == speaker and e.text]

@@ -31,9 +31,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from agent.audio import SpeechStarted, TurnDetector, TurnEnded, TurnEvent
-from agent.session.barge_in import SpokenSegment, heard_text, is_backchannel, words
+from agent.audio import (
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnDetector,
+    TurnEnded,
+    TurnEvent,
+    VoiceStarted,
+    VoiceStopped,
+)
+from agent.session.barge_in import PAUSE_MAX_S, SpokenSegment, heard_text, is_backchannel, words
 from agent.session.config import SessionOptions
+from agent.session.director import CallDirector
 from agent.session.fallback import FallbackLines, Line
 from agent.session.history import ConversationHistory
 from agent.session.playout import Playout
@@ -47,6 +57,7 @@ from agent.session.record import (
     TranscriptEntry,
 )
 from agent.session.reply import AgentSpeech, ReplyPipeline, StageFailed, ToolExecutor
+from agent.session.speculative import SpeculativeSTT
 from agent.session.trace import TurnTrace
 from serving.base import LLMEngine, STTEngine, Tool, TTSEngine
 from telephony.interface import SAMPLE_RATE, Call, IncomingCall
@@ -135,6 +146,7 @@ class CallSession:
         tool_executor: ToolExecutor | None = None,
         record_sink: RecordSink | None = None,
         escalate: EscalateHook | None = None,
+        director: CallDirector | None = None,
     ) -> None:
         self.call = call
         self.engines = Engines(*engines)
@@ -172,6 +184,10 @@ class CallSession:
         self._detector: TurnDetector | None = None
         self._lines: FallbackLines | None = None
         self._pipeline: ReplyPipeline | None = None
+        self._speculative = SpeculativeSTT(self.engines.stt, self.options.stt_timeout_s)
+        # Workflow-directed call: the director, not the free LLM reply, answers turns.
+        self._director = director
+        self._director_ended = False  # the director's outcome ended the call
 
     @property
     def busy(self) -> bool:
@@ -212,6 +228,7 @@ class CallSession:
                 await asyncio.wait_for(self.call.hangup(), 5.0)
             raise
         finally:
+            self._speculative.close()  # a transcription started at the last pause
             await self._cancel_all()
             await self._finish_record()
         return self.record
@@ -220,6 +237,8 @@ class CallSession:
         opts = self.options
         if opts.greeting and self._lines is not None:
             await self._play_line("greeting", kind="greeting")
+        if self._director is not None:  # its opening is a turn: barge-in and holding apply
+            self._turn_task = self._spawn(self._direct(None, AgentSpeech(kind="speech")), "open")
         watched = {
             self._spawn(self._listen(), "listen"),
             self._spawn(self._watch_silence(), "silence"),
@@ -245,7 +264,11 @@ class CallSession:
                 self.call.drain(), min(opts.goodbye_drain_s, self.playout.remaining_s + 1.0)
             )
             self._commit_open_speech(self.playout.position)  # all of it went out
-        if self._end_outcome != "escalated":  # else the escalation hook owns the call now
+        if self._director_ended:
+            handed_over = self._director is not None and await self._director.hand_over(self.call)
+        else:
+            handed_over = self._end_outcome == "escalated"  # the escalation hook owns it now
+        if not handed_over:
             await self.call.hangup()
 
     def _request_end(self, outcome: Outcome, line: str | None) -> None:
@@ -299,9 +322,21 @@ class CallSession:
         if isinstance(event, SpeechStarted):
             self._on_speech_started(event)
         elif isinstance(event, TurnEnded):
+            self._speculative.on_turn_end(event)
             previous = self._turn_task
             self._turn_task = self._spawn(self._turn(event, previous), f"turn-{self._turns}")
-        # SpeechPaused/SpeechResumed: room for a speculative transcription (not yet used).
+        elif isinstance(event, SpeechPaused):
+            self._speculative.on_pause(event)  # transcribe now; used if the turn ends here
+        elif isinstance(event, SpeechResumed):
+            self._speculative.on_resume()
+        elif isinstance(event, VoiceStarted):
+            # Barge-in, step 1: the caller's first voice takes the agent off the wire at
+            # once (kept, not dropped: it may be a blip). SpeechStarted confirms it.
+            if self.playout.pause(PAUSE_MAX_S):
+                self._event("barge_in_pause")
+        elif isinstance(event, VoiceStopped) and self.playout.paused:
+            self._spawn(self.playout.resume(), "resume")  # a blip: carry on where it stopped
+            self._event("barge_in_resume")
 
     def _on_speech_started(self, event: SpeechStarted) -> None:
         self._caller_activity += 1
@@ -370,6 +405,9 @@ class CallSession:
 
     async def _speak_reply(self, trace: TurnTrace, speech: AgentSpeech) -> None:
         assert self._pipeline is not None
+        if self._director is not None:
+            await self._direct(speech.exchange[-1]["content"], speech)
+            return
         for attempt in (1, 2):
             try:
                 await self._pipeline.reply(self.history.messages(speech.exchange), speech)
@@ -388,12 +426,53 @@ class CallSession:
                 speech.generated.clear()
                 speech.segments.clear()
 
+    async def _direct(self, text: str | None, speech: AgentSpeech) -> None:
+        """Say the director's answer to `text` (None: its opening), sentence by sentence;
+        a failure is apologised for and retried once, like a model stage (a second one
+        ends the call through _stage_failed)."""
+        assert self._pipeline is not None and self._director is not None
+        if not any(s is speech for s in self._open_speech):  # by identity: dataclass eq
+            self._open_speech.append(speech)
+        for attempt in (1, 2):
+            retry = attempt == 1
+            try:
+                reply = await self._director.respond(text)
+            except StageFailed as exc:
+                await self._stage_failed(exc, retried=retry)
+                if not retry:
+                    return  # _stage_failed has ended the call
+                continue
+            self.record.workflow = self._director.summary()
+            try:
+                await self._pipeline.say(reply.texts, speech)
+            except StageFailed as exc:
+                retry = retry and not speech.started_audio
+                await self._stage_failed(exc, retried=retry)
+                if not retry:
+                    return
+                self._director.unsaid(reply)
+                speech.generated.clear()
+                speech.segments.clear()
+                continue
+            except asyncio.CancelledError:
+                if not speech.started_audio:  # cut before a word of it: say it next turn
+                    self._director.unsaid(reply)
+                raise
+            self._failures = 0
+            self._carry = ""
+            if reply.outcome is not None:
+                self._director_ended = True
+                self._request_end(reply.outcome, None)
+            return
+
     async def _transcribe(self, event: TurnEnded) -> str:
         stt = self.engines.stt
         try:
-            transcript = await asyncio.wait_for(
-                stt.transcribe(event.pcm, event.sample_rate), self.options.stt_timeout_s
-            )
+            transcript = await self._speculative.take(event)  # started at the pause
+            if transcript is None:
+                transcript = await asyncio.wait_for(
+                    stt.transcribe(event.pcm, event.sample_rate), self.options.stt_timeout_s
+                )
         except TimeoutError:
             raise StageFailed(
                 "stt", f"no transcript within {self.options.stt_timeout_s:g} s"

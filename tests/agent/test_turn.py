@@ -22,6 +22,8 @@ from agent.audio.turn import (
     TurnDetector,
     TurnEnded,
     TurnOptions,
+    VoiceStarted,
+    VoiceStopped,
 )
 from agent.audio.vad import SileroVAD
 from serving.base import BadInput, EngineError
@@ -230,6 +232,32 @@ async def test_a_short_blip_in_a_pause_does_not_resume_the_turn():
     # The silence clock ran through the blip: the turn ends 1 s after the fragment.
     assert abs(ended.speech_end_s - (0.5 + speech.size / 8000)) <= 0.1
     assert ended.decision_s - ended.speech_end_s <= 1.0 + 0.2
+
+
+async def test_voice_events_mark_first_voice_and_blips_before_a_turn():
+    # Barge-in pauses the agent at VoiceStarted and resumes it at VoiceStopped.
+    word = voice("ah")
+    blip = word[:1200]  # 150 ms of voice: under min_speech_s
+    speech = voice(QUESTION)
+    speech_at = 0.5 + blip.size / 8000 + 0.8
+    audio = np.concatenate([silence(0.5), blip, silence(0.8), speech, silence(1.5)])
+    options = TurnOptions(min_speech_s=0.3, voice_events=True)
+    events = await feed_all(TurnDetector.from_models(8000, options), audio)
+
+    kinds = [type(e) for e in events]
+    assert kinds[:4] == [VoiceStarted, VoiceStopped, VoiceStarted, SpeechStarted], kinds
+    assert kinds.count(VoiceStarted) == 2 and kinds[-1] is TurnEnded  # none inside the turn
+    blip_on, blip_off, voice_on, started = events[:4]
+    # The first voiced frame is seen within a frame or two (32 ms each) of the voice.
+    assert abs(blip_on.start_s - 0.5) <= 0.1 and blip_on.at_s - 0.5 <= 0.1
+    assert blip_off.at_s - 0.5 <= 0.5  # the blip ends the pause soon after it ends
+    assert abs(voice_on.start_s - speech_at) <= 0.1 and voice_on.at_s - speech_at <= 0.1
+    assert started.at_s - voice_on.at_s >= 0.2  # confirmation takes min_speech_s
+
+
+async def test_voice_events_are_off_by_default():
+    events = await feed_all(TurnDetector.from_models(8000), voice("ah")[:1200])
+    assert events == []
 
 
 async def test_long_speech_is_cut_at_max_utterance():

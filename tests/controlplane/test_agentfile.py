@@ -10,12 +10,13 @@ import httpx
 import yaml
 
 from agent.controlplane.db import ControlPlaneStore
+from agent.controlplane.examples import example_path
 from tests.controlplane.conftest import make_app, mint_key
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path(__file__).resolve().parent / "agents"
-SCHEDULER = EXAMPLES / "appointment_scheduler.yaml"
-QUALIFIER = EXAMPLES / "sales_qualifier.yaml"
+SCHEDULER = example_path("appointment-scheduler")  # the packaged examples
+QUALIFIER = example_path("sales-qualifier")
+MAYA = example_path("maya")
 
 
 async def _agents_cli(*args: str) -> tuple[int, str, str]:

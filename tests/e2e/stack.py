@@ -73,8 +73,15 @@ class Stack:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def api_key(self) -> str:
+        """The admin key `trunkline serve` keeps for the local CLI ($TRUNKLINE_HOME/cli.key)."""
+        path = self.home / "cli.key"
+        return path.read_text().strip() if path.exists() else ""
+
     async def get(self, path: str, **params: Any) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=10) as http:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
             return await http.get(self.base + path, params=params)
 
     async def record(self, call_id: str, timeout_s: float = 20.0) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from tests.e2e.conftest import CALLER_RTP, CALLER_SIP, caller_speech, words, write_wav
+from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -21,11 +23,15 @@ PRINTER_WORDS = {"paper", "printer", "receipt", "roll", "printers"}
 
 
 async def run_call(
-    *args: str, timeout_s: float = 240.0, command: str = "call"
+    *args: str, timeout_s: float = 240.0, command: str = "call", stack: Stack | None = None
 ) -> tuple[int, str, str]:
-    """`trunkline call ...` as a subprocess (the module entry point: same command)."""
+    """`trunkline call ...` as a subprocess (the module entry point: same command); with
+    `stack`, as on that server's machine: its local CLI key reads the call records."""
+    env = dict(os.environ)
+    if stack is not None:
+        env["TRUNKLINE_API_KEY"] = stack.api_key
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"agent.cli.{command}_cmd", *args,
+        sys.executable, "-m", f"agent.cli.{command}_cmd", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -51,7 +57,7 @@ async def test_a_spoken_question_gets_a_relevant_spoken_answer(stack, stt, tmp_p
     out_wav = tmp_path / "reply.wav"
     code, out, err = await run_call(
         "--wav", str(question), "--record", str(out_wav), "--to", stack.uri,
-        "--api", stack.base, "--json", "--timeout", "60", *caller_args(),
+        "--api", stack.base, "--json", "--timeout", "60", *caller_args(), stack=stack,
     )  # fmt: skip
     assert code == 0, f"{err}\n{stack.log()[-3000:]}"
     report = json.loads(out)
@@ -83,7 +89,7 @@ async def test_human_readable_report_and_the_record_lists_the_call(stack, tmp_pa
     question = write_wav(tmp_path / "q.wav", caller_speech("Hello, my scanner is broken."), 0.5)
     code, out, err = await run_call(
         "--wav", str(question), "--to", stack.uri, "--api", stack.base, "--timeout", "60",
-        *caller_args(1),
+        *caller_args(1), stack=stack,
     )  # fmt: skip
     assert code == 0, err
     assert "latency" in out and "caller:" in out and "agent:" in out, out
@@ -101,7 +107,7 @@ async def test_simulate_holds_a_two_turn_conversation(stack):
     code, out, err = await run_call(
         "--say", "My receipt printer is jammed.", "--say", "Thank you, the printer works now.",
         "--to", stack.uri, "--api", stack.base, "--json", "--timeout", "60", *caller_args(9),
-        command="simulate",
+        command="simulate", stack=stack,
     )  # fmt: skip
     assert code == 0, f"{err}\n{stack.log()[-3000:]}"
     report = json.loads(out)
