@@ -1,6 +1,6 @@
 """`trunkline dial --ticket T1`: have the agent call a store about a ticket.
 
-    trunkline dial --ticket T1 [--server http://127.0.0.1:8000] [--api-key KEY] [--wait] [--json]
+    trunkline dial --ticket T1 [--server http://127.0.0.1:8001] [--api-key KEY] [--wait] [--json]
 
 Posts the ticket to the running agent (`POST /api/calls`, admin key from --api-key,
 $TRUNKLINE_API_KEY, or the local $TRUNKLINE_HOME/cli.key that `trunkline serve` keeps);
@@ -10,6 +10,7 @@ outcome, the workflow's summary and the transcript.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import click
 import httpx
 
+from agent.app.call_report import find_api
 from agent.controlplane.local_key import API_KEY_ENV, cli_api_key
 
 POLL_S = 1.0
@@ -55,7 +57,11 @@ def format_call(view: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--ticket", "ticket_id", required=True, help="Ticket id (e.g. T1).")
-@click.option("--server", default="http://127.0.0.1:8000", show_default=True, help="Agent API.")
+@click.option(
+    "--server",
+    default=None,
+    help="The agent's API base URL [the first of http://127.0.0.1:8000 and :8001 that answers].",
+)
 @click.option("--api-key", default=None, help=f"Admin API key [env {API_KEY_ENV}].")
 @click.option("--wait", is_flag=True, help="Follow the call until it ends; print the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -68,9 +74,21 @@ def format_call(view: dict[str, Any]) -> str:
     help="With --wait: longest wait for the call to end (seconds).",
 )
 def dial(
-    ticket_id: str, server: str, api_key: str | None, wait: bool, as_json: bool, timeout_s: float
+    ticket_id: str,
+    server: str | None,
+    api_key: str | None,
+    wait: bool,
+    as_json: bool,
+    timeout_s: float,
 ) -> None:
     """Have the agent call the store of a ticket and work it (outbound call)."""
+    if server is None:  # --no-ray serves the agent on 8000, Ray on 8001
+        found = asyncio.run(find_api("127.0.0.1", None))
+        if found is None:
+            raise click.ClickException(
+                "no agent API answers on 127.0.0.1:8000 or :8001: is `trunkline serve` running?"
+            )
+        server = found
     key = cli_api_key(api_key) or ""  # --api-key, $TRUNKLINE_API_KEY, else the local cli.key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     # The POST returns once the store answered: allow for the ring time.

@@ -82,7 +82,9 @@ class WorkflowDirector:
             self._aside(caller_text)
             return reply
         if self.run.outcome is not None:
-            return DirectedReply(())  # the call is ending; nothing more to say
+            # The closing line was cut off after it began (barge-in): the workflow is over
+            # all the same, so end the call now instead of waiting on a caller forever.
+            return DirectedReply((), outcome=self.run.outcome.kind)
         self._pending = asyncio.ensure_future(self._step(caller_text))
         return await self._wait(self._pending)
 

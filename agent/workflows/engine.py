@@ -188,7 +188,7 @@ class WorkflowRun:
         if step.kind == "wait":
             options[NOT_YET] = NOT_YET_MEANS
         label = await self._classifier.classify(question, reply, options)
-        if label not in options and label not in (UNCLEAR, OFF_TOPIC):
+        if label not in options and label not in (UNCLEAR, OFF_TOPIC, NOT_YET):
             label = UNCLEAR  # a classifier is never trusted to invent a branch
         self._log(step, "reply", label)
 
@@ -207,9 +207,9 @@ class WorkflowRun:
             waiting.not_yet += 1
             if waiting.not_yet > NOT_YET_LIMIT:
                 return await self._give_up(step, "could not finish the step")
-            return await self._prompt(
-                step, ["No rush, take your time."], "Just tell me when it's done.", attempt=0
-            )
+            # "Hang on" to a question: wait, then ask it again; to a wait step: keep waiting.
+            again = "Just tell me when it's done." if step.kind == "wait" else question
+            return await self._prompt(step, ["No rush, take your time."], again, attempt=0)
         branch = step.branch(label)
         assert branch is not None
         self.tried.append(f"{step.note or step.id}: {label}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from agent.workflows.engine import OFF_TOPIC, Classifier
+from agent.workflows.engine import NOT_YET, OFF_TOPIC, Classifier
 
 _INSTRUCTIONS = re.compile(
     r"""
@@ -27,12 +27,33 @@ _INSTRUCTIONS = re.compile(
 )
 
 
+# "Hang on, give me a second": the caller is busy or still doing it, not answering. The
+# 0.5B model labelled these "done"; on any step they mean: wait, then ask again. Only a
+# reply made of nothing but such words counts ("Wait, the light is green" is an answer).
+_HOLD = re.compile(
+    r"\b(?:hang on|hold on|wait|one (?:moment|sec|second|minute)|a (?:sec|second|moment|minute)"
+    r"|let me (?:check|look|see)|busy)\b"
+)
+_HOLD_WORDS = frozenset(
+    "hang hold on wait one moment sec second minute give me a just let check look see please "
+    "ok okay yeah yes sure um uh hmm i i'm im am busy with got have to serve customer customers "
+    "sorry there right".split()
+)
+
+
 def looks_like_instructions(reply: str) -> bool:
     return _INSTRUCTIONS.search(reply) is not None
 
 
+def asks_to_hold(reply: str) -> bool:
+    """A reply that only asks the agent to wait."""
+    text = " ".join(re.findall(r"[a-z']+", reply.lower()))
+    return _HOLD.search(text) is not None and set(text.split()) <= _HOLD_WORDS
+
+
 class GuardedClassifier:
-    """Wraps a Classifier: instruction-like replies are off_topic without asking it."""
+    """Wraps a Classifier: instruction-like replies are off_topic and requests to hold on
+    are not_yet, without asking it."""
 
     def __init__(self, inner: Classifier) -> None:
         self.inner = inner
@@ -42,4 +63,6 @@ class GuardedClassifier:
         if looks_like_instructions(reply):
             self.guarded += 1
             return OFF_TOPIC
+        if asks_to_hold(reply):
+            return NOT_YET
         return await self.inner.classify(question, reply, branches)

@@ -221,3 +221,39 @@ async def test_a_fooled_classifier_cannot_invent_a_branch(call, line):
     result = await run.on_caller(line)
     assert result.step_id == "ask_for_roll"  # treated as unclear: asked again
     assert commands(call.sim) == ["printer_status 4"]
+
+
+@pytest.mark.parametrize(
+    "hold", ["Hang on, give me a second.", "I'm busy with a customer, one minute."]
+)
+async def test_a_request_to_hold_on_waits_and_asks_the_same_question_again(call, hold):
+    from agent.workflows.guard import GuardedClassifier
+
+    call.classifier = GuardedClassifier(call.classifier)  # as on a call
+    run = call.run("KBA3813")
+    first = await run.start()
+    again = await run.on_caller(hold)  # never reaches the (LLM) classifier
+    assert (first.step_id, again.step_id) == ("ask_for_roll", "ask_for_roll")
+    assert again.text.startswith("No rush") and again.text.endswith(first.text)
+    assert call.classifier.inner.calls == []
+    waiting = await run.on_caller("Yes, I have a roll right here.")
+    assert waiting.step_id == "load_paper"
+    still = await run.on_caller(hold)
+    assert still.step_id == "load_paper" and "tell me when it's done" in still.text
+    assert commands(call.sim) == ["printer_status 4"]  # "hang on" is not "done"
+
+
+@pytest.mark.parametrize(
+    ("reply", "holds"),
+    [
+        ("Hold on.", True),
+        ("Okay, one sec.", True),
+        ("Wait, the light is green.", False),  # an answer that starts with "wait"
+        ("Let me check. Yes, it has paper.", False),
+        ("Which part do you mean?", False),
+    ],
+)
+def test_only_a_bare_request_to_hold_counts_as_one(reply, holds):
+    from agent.workflows.guard import asks_to_hold
+
+    assert asks_to_hold(reply) is holds
