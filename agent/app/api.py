@@ -21,7 +21,9 @@ from agent.metrics import METRICS, CallMetrics
 __all__ = ["AGENT_ROUTES", "agent_app", "call_view"]
 
 AGENT_ROUTES = (
-    "GET /api/calls, GET /api/calls/{call_id}, GET /api/calls/{call_id}/recording, GET /metrics"
+    "GET /api/calls, GET /api/calls/{call_id}, GET /api/calls/{call_id}/recording, "
+    "POST /api/calls (outbound), /api/agents|templates|goals|instructions|domains|voices, "
+    "POST /api/agents/{id}/console, GET /metrics"
 )
 
 

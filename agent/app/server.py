@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.app.agent_directory import AgentDirectory
+from agent.app.agent_directory import AgentDirectory, slugify, uri_user
 from agent.app.live_registry import LiveRegistry, LiveSink, live_registry_from_env
 from agent.app.record_sink import StoreSink, record_id
 from agent.app.settings import AgentSettings
@@ -122,7 +122,12 @@ class AgentServer:
         if self._stopping:
             await incoming.reject(503, "Service Unavailable")
             return
-        choice = await self.directory.choose(incoming.info.callee)  # the dialled agent
+        dialled = slugify(uri_user(incoming.info.callee))
+        inbound_workflow = self.inbound_directors is not None and dialled in INBOUND_WORKFLOW_SLUGS
+        if inbound_workflow:  # Maya, led by the troubleshooting workflows
+            choice = self.directory.default
+        else:
+            choice = await self.directory.choose(incoming.info.callee)  # the dialled agent
         options = choice.options
         try:
             prepared = await self.directory.prepare(choice)  # cached lines, warm prefix
@@ -137,7 +142,7 @@ class AgentServer:
             return
         call = self.recorded(call)
         director = None
-        if self.inbound_directors is not None and choice.slug in INBOUND_WORKFLOW_SLUGS:
+        if inbound_workflow and self.inbound_directors is not None:
             director = self.inbound_directors()  # a store calling about a printer
         sink = DirectedSink(director, self.sink) if director is not None else self.sink
         session = CallSession(
