@@ -8,20 +8,12 @@ on a loopback port, over SQLite with a few stored calls and a recording.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import wave
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from agent.app.api import agent_app
 from agent.app.live_registry import InProcessRegistry
@@ -29,10 +21,10 @@ from agent.controlplane.db import ControlPlaneStore
 from agent.records import CallRecord, CallRecordStore
 from agent.session.recording import recording_file
 from tests.controlplane.conftest import mint_key
-from tests.voices.conftest import free_port
+from tests.fuzzing import fuzz_operations
+from tests.voices.conftest import serve_in_thread
 
 EXAMPLES_PER_OPERATION = 40
-SERVER_START_TIMEOUT_S = 30
 
 
 @pytest.fixture
@@ -67,22 +59,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
         control_plane=ControlPlaneStore(url),
         live_registry=InProcessRegistry(replica="fuzz"),
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="calls-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, f"uvicorn did not start in {SERVER_START_TIMEOUT_S} s"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, app.openapi()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_S)
+    with serve_in_thread(app) as base_url:
+        yield base_url, {"Authorization": f"Bearer {key}"}, app.openapi()
 
 
 @pytest.mark.slow
@@ -99,25 +77,7 @@ def test_generated_calls_requests_never_get_a_server_error(served) -> None:
         "/api/calls/{call_id}",
         "/api/calls/{call_id}/recording",
     }
-    statuses: Counter[int] = Counter()
-    for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(
-                max_examples=EXAMPLES_PER_OPERATION,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def check(case: schemathesis.Case) -> None:
-                response = case.call(base_url=base_url, headers=headers, timeout=30)
-                statuses[response.status_code] += 1
-                case.validate_response(
-                    response, checks=[not_a_server_error, response_schema_conformance]
-                )
-
-            check()
+    statuses = fuzz_operations(
+        operations, base_url, headers, examples=EXAMPLES_PER_OPERATION, timeout_s=30
+    )
     assert {200, 400, 404} <= set(statuses), statuses

@@ -8,27 +8,19 @@ key, and every response must be below 500 and match the documented schema.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from agent.controlplane.db import ControlPlaneStore
 from tests.controlplane.conftest import make_app, mint_key
+from tests.fuzzing import fuzz_operations
+from tests.voices.conftest import serve_in_thread
 
 EXAMPLES_PER_OPERATION = 25
-SERVER_START_TIMEOUT_S = 30
 
 
 @dataclass
@@ -36,12 +28,6 @@ class Served:
     base_url: str
     admin: dict[str, str]
     openapi: dict
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -52,26 +38,12 @@ def served(db_url: str) -> Iterator[Served]:
 
     admin_key = asyncio.run(prepare())
     app = make_app(ControlPlaneStore(db_url))
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="controlplane-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, f"uvicorn did not start in {SERVER_START_TIMEOUT_S} s"
-        time.sleep(0.05)
-    try:
+    with serve_in_thread(app) as base_url:
         yield Served(
-            base_url=f"http://127.0.0.1:{port}",
+            base_url=base_url,
             admin={"Authorization": f"Bearer {admin_key}"},
             openapi=app.openapi(),
         )
-    finally:
-        server.should_exit = True
-        thread.join(timeout=SERVER_START_TIMEOUT_S)
 
 
 def _seed(served: Served) -> None:
@@ -93,26 +65,8 @@ def test_generated_requests_never_get_a_server_error(served: Served) -> None:
     schema = schemathesis.openapi.from_dict(served.openapi)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 25  # every route of the router is in the document
-    statuses: Counter[int] = Counter()
-    for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(
-                max_examples=EXAMPLES_PER_OPERATION,
-                deadline=None,
-                derandomize=True,  # the same cases on every run: a failure reproduces
-                database=None,
-                phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def check(case: schemathesis.Case) -> None:
-                response = case.call(base_url=served.base_url, headers=served.admin, timeout=30)
-                statuses[response.status_code] += 1
-                case.validate_response(
-                    response, checks=[not_a_server_error, response_schema_conformance]
-                )
-
-            check()
+    statuses = fuzz_operations(
+        operations, served.base_url, served.admin, examples=EXAMPLES_PER_OPERATION, timeout_s=30
+    )
     # The generator got past auth and validation into the handlers, not just bounced.
     assert {200, 201, 204, 404, 422} <= set(statuses), statuses

@@ -4,16 +4,11 @@ cpu profile: no generated request gets a 5xx, and responses match the documented
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from agent.controlplane import apikeys
 from agent.controlplane.db import ControlPlaneStore
@@ -21,6 +16,7 @@ from agent.controlplane.models import Voice
 from agent.controlplane.voice_admin import voice_admin_for
 from agent.controlplane.voices_api import build_voices_router
 from serving.tts.espeak_engine import EspeakTTS
+from tests.fuzzing import fuzz_operations
 from tests.voices.conftest import serve_in_thread
 
 EXAMPLES_PER_OPERATION = 25
@@ -41,29 +37,11 @@ def test_generated_requests_never_get_a_server_error(tmp_path: Path) -> None:
         build_voices_router(ControlPlaneStore(db_url), voice_admin_for(EspeakTTS())),
         prefix="/api",
     )
-    statuses: Counter[int] = Counter()
     with serve_in_thread(app) as base_url:
         schema = schemathesis.openapi.from_dict(app.openapi())
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) == 5
-        for operation in operations:
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-                @settings(
-                    max_examples=EXAMPLES_PER_OPERATION,
-                    deadline=None,
-                    derandomize=True,
-                    database=None,
-                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                    suppress_health_check=list(HealthCheck),
-                )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def check(case: schemathesis.Case) -> None:
-                    response = case.call(base_url=base_url, headers=headers, timeout=30)
-                    statuses[response.status_code] += 1
-                    case.validate_response(
-                        response, checks=[not_a_server_error, response_schema_conformance]
-                    )
-
-                check()
+        statuses = fuzz_operations(
+            operations, base_url, headers, examples=EXAMPLES_PER_OPERATION, timeout_s=30
+        )
     assert {200, 404, 422} <= set(statuses), statuses
