@@ -50,6 +50,7 @@ from agent.session.clauses import SpeechSplitter, speakable
 from agent.session.config import SessionOptions
 from agent.session.history import ConversationHistory
 from serving.base import BadInput, LLMEngine, Message, Tool, ToolCall
+from serving.llm.tool_calls import tool_request_message, tool_result_message
 
 ToolExecutor = Callable[[ToolCall], Awaitable[str]]
 # An engine, or a function giving it once the models are loaded (None until then).
@@ -299,18 +300,7 @@ class ConsoleReplier:
             text, calls = await self._round(llm, options, conversation, tools, spoken)
             if not calls:
                 break
-            asked: Message = {
-                "role": "assistant",
-                "content": text,
-                "tool_calls": [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments},
-                    }
-                    for c in calls
-                ],
-            }
+            asked = tool_request_message(text, calls)
             conversation.append(asked)
             added.append(asked)
             for call in calls:
@@ -323,12 +313,7 @@ class ConsoleReplier:
                         error=error,
                     )
                 )
-                answer: Message = {
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "name": call.name,
-                    "content": result,
-                }
+                answer = tool_result_message(call, result)
                 conversation.append(answer)
                 added.append(answer)
         return " ".join(spoken), added, calls_made

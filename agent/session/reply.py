@@ -24,6 +24,7 @@ from agent.session.record import EntryKind, ToolCallRecord
 from agent.session.trace import TurnTrace
 from serving.audio import resample
 from serving.base import LLMEngine, Message, Tool, ToolCall, TTSEngine
+from serving.llm.tool_calls import tool_request_message, tool_result_message
 from telephony.interface import SAMPLE_RATE
 
 ToolExecutor = Callable[[ToolCall], Awaitable[str]]
@@ -156,28 +157,12 @@ class ReplyPipeline:
             text, calls = await self._stream_round(conversation, tools, speech, queue)
             if not calls:
                 break
-            asked: Message = {
-                "role": "assistant",
-                "content": text,
-                "tool_calls": [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    }
-                    for call in calls
-                ],
-            }
+            asked = tool_request_message(text, calls)
             conversation.append(asked)
             speech.exchange.append(asked)
             for call in calls:
                 result = await self._run_tool(call, speech)
-                answer: Message = {
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "name": call.name,
-                    "content": result,
-                }
+                answer = tool_result_message(call, result)
                 conversation.append(answer)
                 speech.exchange.append(answer)
         await queue.put(None)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import jsonschema
 from jsonschema.validators import validator_for
 
-from serving.base import BadInput, Tool, ToolCall
+from serving.base import BadInput, Message, Tool, ToolCall
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -270,3 +270,24 @@ def _partial_tag_length(text: str) -> int:
         if text.endswith(TOOL_CALL_OPEN[:size]):
             return size
     return 0
+
+
+def tool_request_message(text: str, calls: Sequence[ToolCall]) -> Message:
+    """The assistant turn that asked for `calls`, as it goes back into the conversation."""
+    return {
+        "role": "assistant",
+        "content": text,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in calls
+        ],
+    }
+
+
+def tool_result_message(call: ToolCall, content: str) -> Message:
+    """A tool's result, answering `call`, as it goes back into the conversation."""
+    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
