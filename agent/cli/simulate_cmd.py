@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ import click
 import numpy as np
 
 from agent.cli.call_cmd import DEFAULT_URI, _run
-
-API_KEY_ENV = "TRUNKLINE_API_KEY"
+from agent.controlplane.local_key import API_KEY_ENV, cli_api_key
 
 
 async def _speak(lines: list[str], voice: str) -> list[np.ndarray]:
@@ -109,7 +107,7 @@ def _run_workflow(
             stt = FasterWhisperSTT(models.resolve("whisper-tiny.en"), cpu_threads=1)
         except models.ModelError as exc:
             raise click.ClickException(f"the store's phone needs Whisper: {exc}") from None
-    api = AgentApi(server, api_key or os.environ.get(API_KEY_ENV))
+    api = AgentApi(server, cli_api_key(api_key))  # flag, $TRUNKLINE_API_KEY, else cli.key
     try:
         return asyncio.run(
             run_case(workflow, persona, api, stt=stt, place=place, timeout_s=call_timeout_s)
@@ -126,7 +124,11 @@ def _run_workflow(
 @click.option(
     "--server", default="http://127.0.0.1:8000", show_default=True, help="Agent API (--workflow)."
 )
-@click.option("--api-key", default=None, help=f"Admin API key (default ${API_KEY_ENV}).")
+@click.option(
+    "--api-key",
+    default=None,
+    help=f"Admin API key [${API_KEY_ENV}, else the local cli.key of `trunkline serve`].",
+)
 @click.option(
     "--use-running-sim",
     is_flag=True,
