@@ -106,6 +106,16 @@ class Caller:
             await asyncio.sleep(0.02)
         raise AssertionError(f"no agent audio within {timeout_s} s")
 
+    async def wait_quiet(self, quiet_s: float, timeout_s: float) -> None:
+        """Until no voiced agent audio arrived for `quiet_s` (the agent finished a line)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            times = self.voiced_times()
+            if times and time.monotonic() - times[-1] >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the agent did not go quiet within {timeout_s} s")
+
     async def wait_ended(self, timeout_s: float) -> None:
         await asyncio.wait_for(self.ended.wait(), timeout_s)
 

@@ -440,6 +440,7 @@ async def test_repeated_failure_goes_to_the_escalation_hook(engines):
     try:
         await caller.dial()
         await caller.wait_voice(0.0, 60)
+        await caller.wait_quiet(1.0, 60)  # the whole greeting is heard before the caller speaks
         await caller.say(caller_speech("My receipt printer is out of paper."))
         record = await asyncio.wait_for(records.get(), 60)
     finally:
