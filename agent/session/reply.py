@@ -186,14 +186,15 @@ class ReplyPipeline:
         except Exception as exc:
             raise StageFailed("llm", f"{type(exc).__name__}: {exc}") from exc
         iterator = aiter(stream)
+        started = False  # per request: a round after a tool result evaluates a new prompt
         try:
             while True:
-                first = trace is None or trace.llm_first_token is None
-                timeout = opts.llm_first_token_timeout_s if first else opts.llm_stall_timeout_s
+                timeout = opts.llm_stall_timeout_s if started else opts.llm_first_token_timeout_s
                 try:
                     delta = await next_within(iterator, timeout, "llm")
                 except StopAsyncIteration:
                     break
+                started = True
                 if trace is not None:
                     trace.mark("llm_first_token")
                 if delta.text:
