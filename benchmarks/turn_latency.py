@@ -9,10 +9,10 @@ A scripted caller (espeak-ng speech through a G.711 mu-law line) asks N question
   - on the caller's side: end of caller voice sent -> first voiced agent audio out of
     the caller's jitter buffer.
 Writes p50/p95 per stage to benchmarks/results/turn_latency-cpu.md. With --compare a
-second server runs the "before" turn options (no speculative transcription at the
-first pause) and calls alternate between the two, so both see the same machine load:
-the report gives same-run ratios. Bounded: each reply waits at most --reply-timeout s,
-the whole run at most --max-minutes.
+second server runs the "before" options (BEFORE: the LLM keeps writing while TTS voices
+the first piece) and calls alternate between the two, so
+both see the same machine load: the report gives same-run ratios. Bounded: each reply
+waits at most --reply-timeout s, the whole run at most --max-minutes.
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ QUESTIONS = [
     "Can you check the store systems for me?",
     "Thank you for your help today.",
 ]
-# The server before the speculative transcription: SpeechPaused never comes first.
-BEFORE = {"turn": {"pause_s": 5.0}}
+# The server before the last latency change: the LLM is read (so it runs) while TTS
+# voices the first piece. Engine options could differ too (BEFORE_ENGINES).
+BEFORE_AGENT = {"pace_llm_to_first_audio": False}
+BEFORE_ENGINES = CPU_ENGINES
+BEFORE = "the LLM keeps writing while TTS voices the first piece"
 STAGES = (
     "turn_end",
     "stt_done",
@@ -233,9 +236,10 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace, wall_s: float)
     if compare:
         lines += [
             "",
-            f"**Same-run comparison**: a second server with the *before* turn options {BEFORE}"
-            " (no speculative transcription at the first pause) took every other call, so"
-            " both saw the same machine load; `now/before` is the ratio of the p50s.",
+            f"**Same-run comparison**: a second server *before* the last change ({BEFORE};"
+            f" agent options {BEFORE_AGENT}, llm options"
+            f" {BEFORE_ENGINES['llm']['options']}) took every other call, so both saw the"
+            " same machine load; `now/before` is the ratio of the p50s.",
         ]
     lines += ["", "## Machine", "", *machine(), "", "## Turn latency (ms)", ""]
     if compare:
@@ -326,15 +330,18 @@ async def main(args: argparse.Namespace) -> int:
     count = max(1, min(args.turns, 64))
     speech = [caller_speech(QUESTIONS[i % len(QUESTIONS)]) for i in range(count)]
     speech = [np.concatenate([pcm, np.zeros(2400, np.int16)]) for pcm in speech]
-    variants = {"now": (CONVERSATION, args.sip_port, (16600, 16649))}
+    variants = {"now": (CONVERSATION, None, args.sip_port, (16600, 16649))}
     if args.compare:
-        variants["before"] = ({**CONVERSATION, **BEFORE}, args.sip_port + 4, (16650, 16699))
+        before = ({**CONVERSATION, **BEFORE_AGENT}, BEFORE_ENGINES, args.sip_port + 4)
+        variants["before"] = (*before, (16650, 16699))
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     stacks: dict[str, tuple[Stack, str]] = {}
     with tempfile.TemporaryDirectory(prefix="trunkline-bench-") as tmp:
         try:
-            for name, (agent, sip_port, rtp) in variants.items():
-                stack = await start_stack(Path(tmp) / name, sip_port=sip_port, rtp=rtp, agent=agent)
+            for name, (agent, engines, sip_port, rtp) in variants.items():
+                stack = await start_stack(
+                    Path(tmp) / name, sip_port=sip_port, rtp=rtp, agent=agent, engines=engines
+                )
                 stacks[name] = (stack, await asyncio.to_thread(api_key, stack))
             deadline = started + args.max_minutes * 60
             for first in range(0, count, args.per_call):

@@ -25,6 +25,15 @@ _PHRASE_OPENERS = frozenset(
     "then to in on at by with for from into onto about after before during through "
     "without which that where who whose".split()
 )
+# Short openers a speaker says on their own ("Sure, ...", "I'm sorry, ..."): released as
+# the first piece even below `min_words`, so the caller hears them a few tokens sooner.
+_OPENERS = frozenset(
+    {
+        "yes", "yeah", "no", "sure", "okay", "ok", "alright", "all right", "right", "great",
+        "of course", "certainly", "absolutely", "got it", "thanks", "thank you", "hello",
+        "hi", "well", "i see", "i'm sorry", "sorry", "oh", "good", "perfect", "understood",
+    }
+)  # fmt: skip
 _WORD_THEN_SPACE = re.compile(r"(\S+)\s+")
 _CLAUSE_PUNCT = re.compile(r"[,;:—–]")
 
@@ -50,7 +59,7 @@ class SpeechSplitter:
             return sentences + self._buffer.push(rest)
         for match in _CLAUSE_END.finditer(self._head):
             clause = self._head[: match.end()].strip()
-            if len(clause.split()) >= self._min_words:
+            if len(clause.split()) >= self._min_words or _is_opener(clause):
                 rest, self._head = self._head[match.end() :], None
                 return [clause, *self._buffer.push(rest)]
         cut = self._phrase_cut(self._head)
@@ -76,6 +85,10 @@ class SpeechSplitter:
             head, self._head = self._head, None
             self._buffer.push(head)
         return [s for s in self._buffer.flush() if any(c.isalnum() for c in s)]
+
+
+def _is_opener(clause: str) -> bool:
+    return clause.rstrip(",;:—– ").lower().replace("’", "'") in _OPENERS
 
 
 # Markdown the LLM may emit despite the prompt: said aloud it would be noise.

@@ -55,6 +55,10 @@ class SessionOptions:
     temperature: float = 0.0
     max_history_turns: int = 8  # caller+agent exchanges kept after the system prompt
     max_tool_rounds: int = 3  # LLM -> tools -> LLM rounds within one turn
+    # Stop reading the LLM once the first piece to speak is out, until TTS has voiced it:
+    # an in-process engine pauses with its reader, so on a small CPU the caller's first
+    # audio is not slowed by the model writing the rest (agent/session/reply.py).
+    pace_llm_to_first_audio: bool = True
 
     # Barge-in: utterances of at most this many words, all backchannels, heard while
     # the agent was speaking, do not count as a turn; the agent resumes instead.

@@ -60,6 +60,9 @@ class AgentSpeech:
     finished: bool = False  # every generated piece was written to the call
     resume_from: int = 0  # after barge-in: first piece not heard in full
     first_write_at: float | None = None
+    # Set once the first piece has been voiced (or turned out silent): until then the LLM
+    # reader pauses, which pauses an in-process model, so TTS has the cores to itself.
+    first_piece_voiced: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def started_audio(self) -> bool:
@@ -219,6 +222,10 @@ class ReplyPipeline:
         if speech.trace is not None:
             speech.trace.mark("first_sentence")
         await queue.put(piece)
+        if len(speech.generated) == 1 and self.options.pace_llm_to_first_audio:
+            # What the caller waits for is this piece's audio; the rest of the reply can
+            # be written while it plays (see LlamaCppLLM's reader pacing).
+            await speech.first_piece_voiced.wait()
 
     async def _run_tool(self, call: ToolCall, speech: AgentSpeech) -> str:
         start = self._clock()
@@ -275,6 +282,7 @@ class ReplyPipeline:
                         # piece was queued: it starts where its first sample lands.
                         segment.start = segment.end = self.playout.position
                     written_at = await self.playout.write(pcm, segment)
+                    speech.first_piece_voiced.set()
                     if speech.first_write_at is None:
                         speech.first_write_at = written_at
                         if speech.trace is not None:
@@ -283,6 +291,7 @@ class ReplyPipeline:
             finally:
                 await _close(iterator)
             segment.complete = True
+            speech.first_piece_voiced.set()
 
     def _watch_packet_out(self, trace: TurnTrace, written_at: float) -> None:
         # A task of its own: the reply keeps streaming while we wait for the tick.

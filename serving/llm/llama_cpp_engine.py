@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ from serving.llm.tool_calls import (
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 _END = object()  # worker -> stream: generation finished
+# Generation runs at most this many deltas ahead of its reader. A reader that pauses (the
+# reply pipeline while TTS voices the first clause) pauses the model too, so the two do
+# not fight over the same cores; a reader gone quiet for longer is not waited for.
+MAX_DELTAS_AHEAD = 2
+MAX_READER_PAUSE_S = 5.0
 _SEQ = 0  # llama-cpp-python keeps everything in sequence 0
 
 
@@ -84,10 +90,10 @@ class _Counters:
 class LlamaCppLLM:
     """LLMEngine on a local GGUF file.
 
-    `n_threads` defaults to half the cores. `state_cache_size` saved system-prompt states are
-    kept (about 12 MB per 1000 tokens for Qwen2.5-0.5B) so alternating agents stay warm.
-    `prefill_chunk` bounds how long a cancelled request can still hold the model while its
-    prompt is being processed.
+    `n_threads` (decode) and `n_threads_batch` (prompt) default to half the cores.
+    `state_cache_size` saved system-prompt states are kept (about 12 MB per 1000 tokens
+    for Qwen2.5-0.5B) so alternating agents stay warm. `prefill_chunk` bounds how long a
+    cancelled request can still hold the model while its prompt is being processed.
     """
 
     name = "llama.cpp"
@@ -98,6 +104,7 @@ class LlamaCppLLM:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         *,
+        n_threads_batch: int | None = None,
         n_batch: int = 512,
         prefill_chunk: int = 128,
         state_cache_size: int = 4,
@@ -109,15 +116,18 @@ class LlamaCppLLM:
             raise EngineError(f"llama.cpp model file not found: {path}")
         # Half the cores by default: llama.cpp's threads spin at barriers, and when they
         # compete with STT/TTS for every core, decode speed collapses (measured 19 -> 1
-        # tok/s on a busy 2-core box going from 1 to 2 threads).
+        # tok/s on a busy 2-core box going from 1 to 2 threads). Prompts too: on an idle
+        # box 2 threads halve a turn's prefill (179 -> 96 ms), but with any other load on
+        # the cores its p95 went from 0.6 to 2.7 s (benchmarks/results/turn_latency-cpu.md).
         threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        batch_threads = n_threads_batch or threads
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_batch=n_batch,
                 n_threads=threads,
-                n_threads_batch=threads,
+                n_threads_batch=batch_threads,
                 seed=seed,
                 verbose=False,
             )
@@ -155,8 +165,11 @@ class LlamaCppLLM:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel, started = threading.Event(), threading.Event()
+        pacer = _ReaderPacer(cancel)
 
         def emit(item: Any) -> None:
+            if isinstance(item, ChatDelta):
+                pacer.wait()
             with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
@@ -165,6 +178,7 @@ class LlamaCppLLM:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
+                pacer.read()
                 yield item
         finally:
             cancel.set()
@@ -495,6 +509,26 @@ class LlamaCppLLM:
             llama_cpp.llama_sampler_free(chain)
             raise
         return chain
+
+
+class _ReaderPacer:
+    """Keeps the worker at most `MAX_DELTAS_AHEAD` deltas ahead of the stream's reader.
+    A reader paused longer than `MAX_READER_PAUSE_S` (or a cancelled request) is no
+    longer waited for, for the rest of the request."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._credits = threading.Semaphore(MAX_DELTAS_AHEAD)
+        self._cancel = cancel
+        self._waiting = True
+
+    def wait(self) -> None:  # worker thread
+        deadline = time.monotonic() + MAX_READER_PAUSE_S
+        while self._waiting and not self._credits.acquire(timeout=0.02):
+            if self._cancel.is_set() or time.monotonic() > deadline:
+                self._waiting = False
+
+    def read(self) -> None:  # event loop, for each delta taken
+        self._credits.release()
 
 
 def _common_prefix_length(cached: Sequence[int] | np.ndarray, tokens: Sequence[int]) -> int:

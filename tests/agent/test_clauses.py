@@ -33,10 +33,18 @@ def test_an_unpunctuated_first_clause_is_cut_before_a_new_phrase(reply, first):
     assert " ".join(pieces).split() == reply.split()  # nothing lost, nothing reordered
 
 
-def test_punctuated_or_short_openings_keep_their_own_cuts():
-    assert feed("Sure, I can help with that. Open the cover.")[0] == "Sure, I can help with that."
+def test_punctuated_openings_keep_their_own_cuts():
     assert feed("If it is still not working, restart it.")[0] == "If it is still not working,"
     assert feed("Thanks for calling.") == ["Thanks for calling."]
+    assert feed("No, it, the cover, is fine.")[0] == "No,"  # a short opener goes alone
+    assert feed("Lane 4, the printer there, is offline.")[0] == "Lane 4, the printer there,"
+
+
+@pytest.mark.parametrize("opener", ["Sure,", "I'm sorry,", "Of course,", "Okay:", "Yes —"])
+def test_a_short_opener_is_the_first_piece_on_its_own(opener):
+    pieces = feed(f"{opener} I can help with that. Open the cover.")
+    assert pieces[0] == opener
+    assert pieces[1:] == ["I can help with that.", "Open the cover."]
 
 
 def test_a_word_still_streaming_is_not_taken_for_a_phrase_opener():

@@ -66,18 +66,18 @@ def _feed(splitter: SpeechSplitter, text: str, step: int = 3) -> list[str]:
 
 def test_first_clause_is_released_before_its_sentence_ends():
     splitter = SpeechSplitter()
-    early = splitter.push("Okay, let me walk you through it, step by")
-    assert early == ["Okay, let me walk you through it,"]
+    early = splitter.push("So let me walk you through it, step by")
+    assert early == ["So let me walk you through it,"]
     rest = splitter.push(" step. First open the cover. Then")
     assert rest == ["step by step.", "First open the cover."]
     assert splitter.flush() == ["Then"]
 
 
 def test_splitter_keeps_every_word_in_order():
-    text = "Sure, I can help with that. Open the printer cover, then lift the roll out! Done?"
+    text = "We can fix that now. Open the printer cover, then lift the roll out! Done?"
     pieces = _feed(SpeechSplitter(), text)
     assert " ".join(pieces).split() == text.split()
-    assert pieces[0] == "Sure, I can help with that."  # the sentence ended before a long clause
+    assert pieces[0] == "We can fix that now."  # the sentence ended before a long clause
 
 
 def test_history_is_bounded_to_whole_exchanges():

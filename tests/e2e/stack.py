@@ -105,12 +105,12 @@ class Stack:
 
 
 def write_config(home: Path, http_port: int, sip_port: int, rtp: tuple[int, int],
-                 agent: dict[str, Any]) -> Path:  # fmt: skip
+                 agent: dict[str, Any], engines: dict[str, Any] | None = None) -> Path:  # fmt: skip
     config = {
         "profile": "cpu",
         "http": {"host": "127.0.0.1", "port": http_port},
         "timeouts": {"first_output_s": 30, "total_s": 120},
-        "engines": CPU_ENGINES,
+        "engines": engines or CPU_ENGINES,
         "sip": {
             "bind": f"127.0.0.1:{sip_port}",
             "rtp_ports": f"{rtp[0]}-{rtp[1]}",
@@ -124,13 +124,15 @@ def write_config(home: Path, http_port: int, sip_port: int, rtp: tuple[int, int]
 
 
 def launch_stack(home: Path, *, sip_port: int, rtp: tuple[int, int],
-                 agent: dict[str, Any], extra_args: tuple[str, ...] = ()) -> Stack:  # fmt: skip
-    """Start the server process (not yet ready); `extra_args` go to `trunkline serve`."""
+                 agent: dict[str, Any], extra_args: tuple[str, ...] = (),
+                 engines: dict[str, Any] | None = None) -> Stack:  # fmt: skip
+    """Start the server process (not yet ready); `extra_args` go to `trunkline serve`,
+    `engines` replaces CPU_ENGINES."""
     if not TRUNKLINE.exists():
         raise RuntimeError(f"{TRUNKLINE} missing: `pip install -e .` the project into the venv")
     home.mkdir(parents=True, exist_ok=True)
     stack = Stack(home, free_port(), sip_port)
-    config = write_config(home, stack.http_port, sip_port, rtp, agent)
+    config = write_config(home, stack.http_port, sip_port, rtp, agent, engines)
     env = {**os.environ, "TRUNKLINE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)  # the default SQLite file under this TRUNKLINE_HOME
     with stack.log_path.open("wb") as log:
@@ -143,9 +145,11 @@ def launch_stack(home: Path, *, sip_port: int, rtp: tuple[int, int],
 
 async def start_stack(home: Path, *, sip_port: int, rtp: tuple[int, int],
                       agent: dict[str, Any], ready_timeout_s: float = 180.0,
-                      extra_args: tuple[str, ...] = ()) -> Stack:  # fmt: skip
+                      extra_args: tuple[str, ...] = (),
+                      engines: dict[str, Any] | None = None) -> Stack:  # fmt: skip
     """Start the server and wait for /healthz 200; fails with its log if it does not come up."""
-    stack = launch_stack(home, sip_port=sip_port, rtp=rtp, agent=agent, extra_args=extra_args)
+    stack = launch_stack(home, sip_port=sip_port, rtp=rtp, agent=agent, extra_args=extra_args,
+                         engines=engines)  # fmt: skip
     assert stack.process is not None
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
