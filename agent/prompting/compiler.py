@@ -15,6 +15,7 @@ Compiling is pure and deterministic (same definition and query -> same text).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,8 +79,19 @@ def _instructions_section(instructions: Sequence[Instruction]) -> str:
     if not active:
         return ""
     lines = ["Instructions, most important first:"]
-    lines += [f"- {'Do' if i.kind == 'do' else 'Never'}: {i.text.strip()}" for i in active]
+    lines += [_instruction_line(i) for i in active]
     return "\n".join(lines)
+
+
+# A don't written as one ("Don't promise...", "Never guess") needs no "Never:" in front.
+_NEGATED = re.compile(r"(?:don['’]?t|do\s+not|never|avoid|no)\b", re.IGNORECASE)
+
+
+def _instruction_line(instruction: Instruction) -> str:
+    text = instruction.text.strip()
+    if instruction.kind == "do":
+        return f"- Do: {text}"
+    return f"- {text}" if _NEGATED.match(text) else f"- Never: {text}"
 
 
 def _goal_line(goal: Goal) -> str:

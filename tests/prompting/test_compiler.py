@@ -94,6 +94,21 @@ def test_active_instructions_in_priority_order_inactive_left_out():
     assert "stay on the line" not in text
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("Don't promise a visit.", "- Don't promise a visit."),
+        ("Do not guess.", "- Do not guess."),
+        ("never share prices", "- never share prices"),
+        ("Guess.", "- Never: Guess."),
+        ("Nobody else's tickets.", "- Never: Nobody else's tickets."),
+    ],
+)
+def test_a_dont_is_not_negated_twice(text, line):
+    compiled = PromptCompiler(maya(instructions=[Instruction("dont", text)])).compile().text
+    assert line in compiled.splitlines()
+
+
 def test_active_goals_with_required_data_and_criteria():
     text = PromptCompiler(maya()).compile().text
     assert "resolve_issue: Get the printer printing again." in text
