@@ -42,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIM_HTTP, SIM_SSH, PHONE_SIP = 18950, 18951, 18952
 AGENT_HTTP, AGENT_SIP = 18961, 18960
 AGENT_RTP, PHONE_RTP = (18900, 18939), (18970, 18989)
-TARGETS = {"resolution_rate": 0.85, "correct_step_rate": 0.99}
+TARGETS = {"resolvable_resolution_rate": 0.85, "correct_step_rate": 0.99}
 
 
 def _agent_config(home: Path, state_dir: Path) -> Path:
@@ -220,6 +220,7 @@ def render(report: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     for name in (
+        "resolvable_resolution_rate",
         "resolution_rate",
         "expected_outcome_rate",
         "correct_step_rate",
@@ -231,9 +232,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {summary.get(name, '-')} | {target if target else ''} |")
     lines += [
         "",
-        "resolution_rate counts resolved calls over all calls, though some cases'",
-        "right outcome is an escalation (printer_error's hard fault, refuses-a-machine) or a",
-        "callback (no_paper_stock); expected_outcome_rate counts the right outcome.",
+        "resolvable_resolution_rate is the seed's call resolution rate (calls the AI",
+        "completes alone) over the cases a correct call resolves; resolution_rate counts",
+        "resolved calls over all calls, though some cases' right outcome is an escalation",
+        "(printer_error's hard fault, refuses-a-machine) or a callback (no_paper_stock);",
+        "expected_outcome_rate counts the right outcome.",
         "",
         "| workflow | persona | outcome | expected | step score | agent turns | store turns |"
         " duration s |",

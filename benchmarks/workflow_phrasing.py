@@ -54,7 +54,7 @@ async def measure(rounds: int) -> list[str]:
         for step_id, reply in STEPS:
             step = workflow.step(step_id)
             text = (step.text or "").replace("{lane}", "4")
-            branches = {b.name: b.means for b in step.branches}
+            branches = {b.name: b.described for b in step.branches}  # as the engine
             if step.kind == "wait":
                 branches[NOT_YET] = NOT_YET_MEANS
             times: dict[str, list[float]] = {"classify": [], "style": [], "llm": []}

@@ -287,8 +287,18 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(results)
     if not n:
         return {"calls": 0}
+    # Seed 000's "call resolution rate" is the share of calls the AI completes alone; a
+    # case whose right outcome is a technician or a human (a hard fault, a store that will
+    # not touch the machine) cannot count against it, so it is measured on the cases a
+    # correct call resolves.
+    resolvable = [r for r in results if r.get("expected_outcome") == "resolved"]
     return {
         "calls": n,
+        "resolvable_resolution_rate": (
+            round(sum(r["resolved"] for r in resolvable) / len(resolvable), 4)
+            if resolvable
+            else None
+        ),
         "resolution_rate": round(sum(r["resolved"] for r in results) / n, 4),
         "expected_outcome_rate": round(sum(r["outcome_ok"] for r in results) / n, 4),
         "correct_step_rate": round(sum(r["step_score"] for r in results) / n, 4),

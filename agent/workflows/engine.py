@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ _OUTCOME_OF = {"resolve": "resolved", "escalate": "escalated", "callback": "call
 # The ticket API has no "callback" status: the ticket stays open with a note saying so.
 _TICKET_STATUS_OF = {"resolved": "resolved", "escalated": "escalated", "callback": "in_progress"}
 UNCLEAR, OFF_TOPIC, NOT_YET = "unclear", "off_topic", "not_yet"
+log = logging.getLogger(__name__)
 # Bounds so a caller (or a broken classifier) can never keep a call on one step forever.
 MAX_STEPS_WITHOUT_REPLY = 50
 OFF_TOPIC_LIMIT = 3
@@ -33,7 +35,11 @@ DEFAULT_OFF_TOPIC_ANSWER = "Good question; let me come back to that once the pri
 
 class Classifier(Protocol):
     """Picks the branch the caller's reply means. Must return one of `branches`' keys,
-    "unclear" or "off_topic"; anything else is treated as "unclear"."""
+    "unclear" or "off_topic"; anything else is treated as "unclear".
+
+    A classifier may also have `async prepare(question, branches)`: the engine calls it
+    when it asks the question, so work that does not need the reply (an LLM prompt's
+    prefix) is done while the question is spoken and the caller answers."""
 
     async def classify(self, question: str, reply: str, branches: Mapping[str, str]) -> str: ...
 
@@ -156,6 +162,7 @@ class WorkflowRun:
         self.tried: list[str] = []
         self.outcome: Outcome | None = None
         self._started = False
+        self._preparing: set[asyncio.Task[None]] = set()
 
     @property
     def steps_taken(self) -> list[str]:
@@ -181,12 +188,26 @@ class WorkflowRun:
 
     # ------------------------------------------------------------ replies
 
-    async def _on_reply(self, waiting: _Waiting, reply: str) -> Prompt | Outcome:
-        step = waiting.step
-        question = self._render(step.text)
-        options = {b.name: b.means for b in step.branches}
+    def _reply_options(self, step: Step) -> tuple[str, dict[str, str]]:
+        """The question a reply to `step` answers, and the labels it can get."""
+        options = {b.name: b.described for b in step.branches}
         if step.kind == "wait":
             options[NOT_YET] = NOT_YET_MEANS
+        return self._render(step.text), options
+
+    def _prepare_classifier(self, step: Step) -> None:
+        prepare = getattr(self._classifier, "prepare", None)
+        if prepare is None:
+            return
+        task = asyncio.get_running_loop().create_task(prepare(*self._reply_options(step)))
+        # Only ever a head start: a failed or unfinished one costs the reply nothing.
+        task.add_done_callback(_ignore_failure)
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
+
+    async def _on_reply(self, waiting: _Waiting, reply: str) -> Prompt | Outcome:
+        step = waiting.step
+        question, options = self._reply_options(step)
         label = await self._classifier.classify(question, reply, options)
         if label not in options and label not in (UNCLEAR, OFF_TOPIC, NOT_YET):
             label = UNCLEAR  # a classifier is never trusted to invent a branch
@@ -269,6 +290,7 @@ class WorkflowRun:
         return step.at or target.start
 
     async def _prompt(self, step: Step, before: list[str], text: str, attempt: int) -> Prompt:
+        self._prepare_classifier(step)
         canonical = " ".join([*before, text])
         phrased = await self._phraser.phrase(canonical, step=step, attempt=attempt)
         return Prompt(
@@ -376,6 +398,11 @@ class WorkflowRun:
 
     def _log(self, step: Step, kind: str, detail: str = "") -> None:
         self.transcript.append(TranscriptEntry(self.workflow.name, step.id, kind, detail))
+
+
+def _ignore_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("preparing the classifier failed", exc_info=task.exception())
 
 
 def _matches(result: Any, when: Mapping[str, Any]) -> bool:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from agent.workflows.engine import NOT_YET, OFF_TOPIC, Classifier
+from agent.workflows.reply_rules import answer_part, rule_label
 
 _INSTRUCTIONS = re.compile(
     r"""
@@ -32,12 +33,14 @@ _INSTRUCTIONS = re.compile(
 # reply made of nothing but such words counts ("Wait, the light is green" is an answer).
 _HOLD = re.compile(
     r"\b(?:hang on|hold on|wait|one (?:moment|sec|second|minute)|a (?:sec|second|moment|minute)"
-    r"|let me (?:check|look|see)|busy)\b"
+    r"|let me (?:check|look|see|go)|busy"
+    r"|still (?:working|looking|loading|doing|putting|booting|going|on it))\b"
 )
 _HOLD_WORDS = frozenset(
     "hang hold on wait one moment sec second minute give me a just let check look see please "
     "ok okay yeah yes sure um uh hmm i i'm im am busy with got have to serve customer customers "
-    "sorry there right".split()
+    "sorry there right still working looking loading doing putting booting go going it in "
+    "the back stockroom storeroom real quick".split()
 )
 
 
@@ -52,17 +55,29 @@ def asks_to_hold(reply: str) -> bool:
 
 
 class GuardedClassifier:
-    """Wraps a Classifier: instruction-like replies are off_topic and requests to hold on
-    are not_yet, without asking it."""
+    """Wraps a Classifier: instruction-like replies are off_topic, requests to hold on are
+    not_yet, and what reply_rules reads exactly (questions back, refusals, a bare "done")
+    is decided without asking it; the rest reaches it without its small talk."""
 
     def __init__(self, inner: Classifier) -> None:
         self.inner = inner
         self.guarded = 0  # replies it kept from the classifier (for the record)
+        self.ruled = 0  # replies reply_rules decided
+
+    async def prepare(self, question: str, branches: Mapping[str, str]) -> None:
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is not None:
+            await prepare(question, branches)
 
     async def classify(self, question: str, reply: str, branches: Mapping[str, str]) -> str:
         if looks_like_instructions(reply):
             self.guarded += 1
             return OFF_TOPIC
-        if asks_to_hold(reply):
+        answer = answer_part(reply)  # "I've got a line, so make it quick. Hang on..."
+        if asks_to_hold(reply) or asks_to_hold(answer):
             return NOT_YET
-        return await self.inner.classify(question, reply, branches)
+        label = rule_label(reply, branches)
+        if label is not None:
+            self.ruled += 1
+            return label
+        return await self.inner.classify(question, answer, branches)

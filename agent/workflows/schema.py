@@ -19,6 +19,8 @@ STEP_KINDS = ("say", "ask", "wait", "tool", "handoff", *TERMINAL_KINDS)
 CONTEXT_VARIABLES = frozenset({"lane", "chain", "store", "ticket_id", "poc_name", "store_name"})
 # Classifier answers that are not branches: the engine handles them itself.
 RESERVED_BRANCHES = frozenset({"unclear", "off_topic", "not_yet"})
+# Between a branch's meaning and its examples in what the classifier is told.
+EXAMPLES_MARK = " (e.g. "
 
 
 class WorkflowError(ValueError):
@@ -47,7 +49,17 @@ def _step_schema(properties: dict[str, Any], required: list[str]) -> dict[str, A
 
 _BRANCH = {
     "type": "object",
-    "properties": {"goto": _ID, "means": _TEXT},
+    # examples: a few replies that mean this branch, shown to the reply classifier
+    # (quoted inside `described`, so no double quotes in them).
+    "properties": {
+        "goto": _ID,
+        "means": _TEXT,
+        "examples": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "pattern": '^[^"]+$'},
+            "maxItems": 6,
+        },
+    },
     "required": ["goto", "means"],
     "additionalProperties": False,
 }
@@ -158,6 +170,14 @@ class Branch:
     name: str
     goto: str
     means: str
+    examples: tuple[str, ...] = ()
+
+    @property
+    def described(self) -> str:
+        """What the classifier is told the branch means: `means`, with its examples."""
+        if not self.examples:
+            return self.means
+        return self.means + EXAMPLES_MARK + "; ".join(f'"{e}"' for e in self.examples) + ")"
 
 
 @dataclass(frozen=True)
@@ -299,10 +319,15 @@ def _check(validator: Draft202012Validator, data: Any, source: str, prefix: tupl
 
 
 def _build_step(step_id: str, raw: dict[str, Any]) -> Step:
-    branches = [Branch(n, b["goto"], b["means"]) for n, b in (raw.get("branches") or {}).items()]
+    branches = [
+        Branch(n, b["goto"], b["means"], tuple(b.get("examples", ())))
+        for n, b in (raw.get("branches") or {}).items()
+    ]
     if raw["kind"] == "wait":
         done = raw["done"]
-        branches.insert(0, Branch("done", done["goto"], done["means"]))
+        branches.insert(
+            0, Branch("done", done["goto"], done["means"], tuple(done.get("examples", ())))
+        )
     settle = raw.get("settle")
     return Step(
         id=step_id,
