@@ -66,6 +66,10 @@ def create_app(
 
     auth = [Depends(require_token)]
 
+    @app.get("/stores/{chain}", dependencies=auth)
+    async def list_stores(chain: int) -> dict[str, Any]:
+        return {"chain": chain, "stores": sorted(s for c, s in state.stores if c == chain)}
+
     @app.get("/stores/{chain}/{store}", dependencies=auth)
     async def get_store(chain: int, store: int) -> dict[str, Any]:
         return state.store(chain, store).record()

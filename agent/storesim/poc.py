@@ -96,7 +96,8 @@ _WHAT_SEE = re.compile(
 _PRINTED = re.compile(r"\b(coupon|print|printed|printing|prints)\b")
 _LOOK_AT_COUPON = re.compile(r"\blook at the (test )?coupon\b")
 _IDENTITY = re.compile(r"\b(is this|(speaking|talking) (with|to)|who am i)\b")
-_MINUTE = re.compile(r"\b(minute|moment|few minutes|a second|good time|help me)\b")
+# "One moment, please" is the agent holding the line, not asking for a minute.
+_MINUTE = re.compile(r"\b(minute|(?<!one )moment|few minutes|a second|good time|help me)\b")
 _STILL_THERE = re.compile(r"\b(still there|still with me|are you there)\b")
 _LOGIN = re.compile(r"\blog-?in screen\b")
 _DONE_CUE = re.compile(r"\b(tell|let) me (know )?when\b")

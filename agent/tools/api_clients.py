@@ -96,6 +96,11 @@ class StoreMasterClient(_ApiClient):
     async def get_store(self, chain: int, store: int) -> dict[str, Any]:
         return await self._request("GET", f"/stores/{int(chain)}/{int(store)}")
 
+    async def list_stores(self, chain: int) -> list[int]:
+        """The chain's store numbers (to match a store number a caller said)."""
+        data = await self._request("GET", f"/stores/{int(chain)}")
+        return [int(store) for store in data.get("stores") or []]
+
 
 class TicketClient(_ApiClient):
     what = "ticket API"
