@@ -350,7 +350,6 @@ async def test_cancelling_the_consumer_task_stops_generation(engine: LlamaCppLLM
     assert engine.last_usage is not None and engine.last_usage.completion_tokens < 300
 
 
-
 async def test_a_reader_that_pauses_pauses_the_model(engine: LlamaCppLLM) -> None:
     # The reply pipeline stops reading while TTS voices the first piece, so the model must
     # not keep the cores busy meanwhile: it stays at most MAX_DELTAS_AHEAD deltas ahead.
@@ -366,6 +365,8 @@ async def test_a_reader_that_pauses_pauses_the_model(engine: LlamaCppLLM) -> Non
     rest = [delta async for delta in iterator]
     assert engine.last_usage is not None and engine.last_usage.completion_tokens > 20
     assert "".join(d.text for d in rest).count(",") > 10  # then it goes on to the end
+
+
 async def test_concurrent_requests_each_get_their_own_answer(engine: LlamaCppLLM) -> None:
     brief = system("Answer with just the city name.")
     france, germany = await asyncio.gather(
