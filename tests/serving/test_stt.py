@@ -48,9 +48,10 @@ async def test_clean_speech_is_transcribed(stt, clean_speech):
         assert result.audio_s == pytest.approx(len(pcm) / 16000, abs=0.01)
         assert len(result.segments) == 1 and result.segments[0].text == result.text
         assert {"encode", "decode", "total"} <= result.timings.keys()
-    # tiny.en gets these exactly on most runs; allow the odd slip.
+    # tiny.en gets these exactly on most runs; allow the odd slip (which one slips depends
+    # on the CPU: on an AMD EPYC "nothing changed" came out "must have been changed").
     assert np.mean(errors) <= 0.1, errors
-    assert max(errors) <= 0.3, errors
+    assert max(errors) <= 0.4, errors
 
 
 async def test_phone_line_speech_is_mostly_transcribed(stt, clean_speech):

@@ -180,7 +180,7 @@ async def test_a_store_calling_the_helpdesk_gets_its_printer_workflow(engines, t
     )
     lines = {
         # Whisper tiny hears these as e.g. "It's 4.10 42." / "1. 0. 4. 2"
-        "store": ["It's store ten forty two.", "One zero four two."],
+        "store": ["It's store ten forty two.", "One zero four two.", "Ten forty two."],
         "store_confirmation": ["Yes, that's right."],
         "lane": ["Lane four."],
     }

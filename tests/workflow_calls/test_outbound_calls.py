@@ -54,8 +54,10 @@ async def test_dialing_a_paper_out_ticket_fixes_the_printer_and_resolves_it(make
     phone = await stack.phone(
         {
             "ask_for_roll": [Line("Yes, I've got a box of them right here.")],
+            # Whisper tiny hears "Okay, it's in and the door is closed." in this espeak voice
+            # as "Okay, it's in an orange zone.", which is rightly no answer.
             "load_paper": [
-                Line("Okay, it's in and the door is closed.", lane_actions=("load_paper",))
+                Line("Okay, it's loaded and the door is closed.", lane_actions=("load_paper",))
             ],
             "ask_quality": [Line(LOOK_AT_COUPON)],
         }
