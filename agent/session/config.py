@@ -23,6 +23,7 @@ class FallbackTexts:
     holding: str = "One moment, please."
     apology: str = "Sorry about that. One moment, please."
     still_there: str = "Are you still there?"
+    not_heard: str = "Sorry, I didn't catch that. Could you say it again?"
     silence_goodbye: str = "I haven't heard anything, so I'll hang up now. Goodbye."
     failure_goodbye: str = (
         "I'm sorry, I'm having technical trouble right now. Please call back in a few "
@@ -77,6 +78,9 @@ class SessionOptions:
     # Caller silence and call length
     silence_prompt_s: float = 10.0  # quiet this long after the agent spoke -> prompt
     silence_hangup_s: float = 8.0  # quiet this long after the prompt -> goodbye
+    # The caller spoke at least this long and STT made no words of it (mumbled, muffled,
+    # a bad line): ask them to say it again, once in a row. 0 turns it off.
+    not_heard_min_s: float = 0.8
     max_call_s: float = 1800.0
     goodbye_drain_s: float = 15.0  # longest wait for a goodbye line to play out
 
@@ -98,6 +102,10 @@ class SessionOptions:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise BadInput(f"SessionOptions.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.not_heard_min_s < 0:
+            raise BadInput(
+                f"SessionOptions.not_heard_min_s must be >= 0, got {self.not_heard_min_s!r}"
+            )
         if self.max_tool_rounds < 0 or self.backchannel_max_words < 0:
             raise BadInput("SessionOptions.max_tool_rounds and backchannel_max_words must be >= 0")
         if not self.system_prompt.strip():

@@ -117,6 +117,7 @@ _LINE_NAMES = (
     "holding",
     "apology",
     "still_there",
+    "not_heard",
     "silence_goodbye",
     "failure_goodbye",
     "time_limit",
@@ -177,6 +178,7 @@ class CallSession:
         self._interrupted: AgentSpeech | None = None  # cut by barge-in, may resume
         self._over_agent = False  # the caller's current utterance began over agent speech
         self._carry = ""  # caller text of a turn cancelled before any reply audio
+        self._asked_again = False  # the not_heard line was the agent's last word
         self._turns = 0
         self._caller_activity = 0  # bumps on every SpeechStarted (silence watcher)
         self._failures = 0  # consecutive failed stages
@@ -387,7 +389,12 @@ class CallSession:
         if not words(text):
             if interrupted is not None:  # a noise cut the agent off: carry on
                 await self._resume(interrupted)
+            elif self._unheard_speech(event):
+                self._asked_again = True
+                self._event("not_heard", f"{event.speech_end_s - event.speech_start_s:.1f}s")
+                await self._play_line("not_heard", kind="prompt")
             return
+        self._asked_again = False
         opts = self.options
         if (
             interrupted is not None
@@ -404,6 +411,13 @@ class CallSession:
         speech.exchange.append({"role": "user", "content": user_text})
         self._open_speech.append(speech)
         await self._speak_reply(trace, speech)
+
+    def _unheard_speech(self, event: TurnEnded) -> bool:
+        """The caller said something real that STT made no words of, and the agent has
+        not just asked them to repeat (a TV or a hum must not loop the request)."""
+        least = self.options.not_heard_min_s
+        spoken_s = event.speech_end_s - event.speech_start_s
+        return least > 0 and spoken_s >= least and not self._asked_again
 
     async def _speak_reply(self, trace: TurnTrace, speech: AgentSpeech) -> None:
         assert self._pipeline is not None

@@ -292,6 +292,47 @@ async def test_a_backchannel_while_the_agent_talks_lets_it_carry_on(engines, sta
     assert all(t.llm_first_token is None for t in record.turns)  # no new answer was made
 
 
+class DeafSTT:
+    """Whisper on a caller it can make nothing of (a mumble, a muffled handset): while
+    `deaf`, every utterance comes back without words, as its no-speech head returns it."""
+
+    name = "deaf-stt"
+
+    def __init__(self, inner: FasterWhisperSTT) -> None:
+        self.inner = inner
+        self.deaf = True
+
+    async def transcribe(self, pcm: np.ndarray, sample_rate: int) -> Transcript:
+        heard = await self.inner.transcribe(pcm, sample_rate)
+        return replace(heard, text="", segments=()) if self.deaf else heard
+
+
+async def test_speech_heard_as_nothing_is_asked_for_again_once(engines, start_agent):
+    stt = DeafSTT(engines.stt)
+    agent, caller = await start_agent(
+        SessionOptions(**QUIET), Engines(stt, engines.llm, engines.tts)
+    )
+    await caller.wait_voice(0.0, 60)
+    await agent.until_idle(30)
+    question = caller_speech("My receipt printer is out of paper.")
+    _, said_end = await caller.say(question)
+    await agent.until_idle(60, turns=1)
+    asked_again = await heard(engines, caller, since=said_end)
+    assert "catch that" in asked_again or "say it again" in asked_again, asked_again
+    await caller.say(question)  # still nothing: the agent does not ask in a loop
+    await agent.until_idle(60, turns=2)
+    stt.deaf = False
+    await caller.say(question)
+    await agent.until_idle(90, turns=3)
+    await caller.close()
+    record = await agent.record()
+    assert [e.kind for e in record.events if e.kind == "not_heard"] == ["not_heard"]
+    spoken = [f"{e.speaker}:{e.kind}" for e in record.transcript]
+    assert spoken == ["agent:greeting", "agent:prompt", "caller:speech", "agent:speech"], spoken
+    said = record.said("caller")[0].lower()  # Whisper tiny: "print are in the other paper"
+    assert "print" in said or "paper" in said, said
+
+
 # ---------------------------------------------------------------- failures
 
 

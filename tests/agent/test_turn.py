@@ -7,6 +7,7 @@ as from a phone, and is fed in 20 ms frames like the telephony delivers it.
 from __future__ import annotations
 
 import asyncio
+import platform
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from faster_whisper.feature_extractor import FeatureExtractor
 
 import models
 from agent.audio.mel import log_mel
-from agent.audio.smart_turn import SmartTurn, features
+from agent.audio.smart_turn import SmartTurn, features, int8_ops_saturate
 from agent.audio.turn import (
     SpeechPaused,
     SpeechResumed,
@@ -99,6 +100,14 @@ def test_complete_sentence_scores_higher_than_a_cut_off_fragment(smart_turn):
     assert scores[FRAGMENT] < 0.5
     assert scores[QUESTION] > scores[FRAGMENT]
     assert smart_turn.is_complete(scores[COMPLETE])
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 flags")
+def test_fused_int8_ops_are_used_only_where_vnni_keeps_them_exact():
+    # Without VNNI the fused int8 kernels saturate: a fragment then scored as a whole turn.
+    assert int8_ops_saturate("flags\t\t: fpu sse4_2 avx2 fma")
+    assert not int8_ops_saturate("flags\t\t: fpu avx2 avx512f avx512_vnni")
+    assert not int8_ops_saturate("flags\t\t: fpu avx2 avx_vnni")
 
 
 async def test_phone_audio_is_resampled_for_the_model(smart_turn):
