@@ -92,7 +92,7 @@ class SmartTurn:
         self._session = _session(str(path))
 
     def probability(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-        """P(turn complete) for mono int16/float audio ending now. Blocks ~10-60 ms."""
+        """P(turn complete) for mono int16/float audio ending now. Blocks ~10-120 ms."""
         pcm = np.asarray(pcm)
         if pcm.ndim != 1 or pcm.size == 0:
             raise BadInput(f"Smart Turn takes non-empty mono 1-D audio, got shape {pcm.shape}")

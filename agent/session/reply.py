@@ -154,9 +154,11 @@ class ReplyPipeline:
     ) -> None:
         opts = self.options
         conversation = list(messages)
+        answered: dict[tuple[str, str], str] = {}  # this turn's calls -> their results
+        looping = False
         for round_index in range(opts.max_tool_rounds + 1):
             last_round = round_index == opts.max_tool_rounds
-            tools = self.tools if self.tools and not last_round else None
+            tools = self.tools if self.tools and not (last_round or looping) else None
             text, calls = await self._stream_round(conversation, tools, speech, queue)
             if not calls:
                 break
@@ -164,7 +166,13 @@ class ReplyPipeline:
             conversation.append(asked)
             speech.exchange.append(asked)
             for call in calls:
-                result = await self._run_tool(call, speech)
+                key = self._call_key(call)
+                if key in answered:
+                    # The 0.5B model calls a tool again once it has the answer, with the
+                    # result pasted in as arguments: never run it twice; words next.
+                    result, looping = answered[key], True
+                else:
+                    result = answered[key] = await self._run_tool(call, speech)
                 answer = tool_result_message(call, result)
                 conversation.append(answer)
                 speech.exchange.append(answer)
@@ -226,6 +234,24 @@ class ReplyPipeline:
             # What the caller waits for is this piece's audio; the rest of the reply can
             # be written while it plays (see LlamaCppLLM's reader pacing).
             await speech.first_piece_voiced.wait()
+
+    def _call_key(self, call: ToolCall) -> tuple[str, str]:
+        """The call's name and the arguments its tool declares, canonical JSON."""
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            return call.name, call.arguments
+        declared = next(
+            (
+                tool.get("function", {}).get("parameters", {}).get("properties")
+                for tool in self.tools
+                if tool.get("function", {}).get("name") == call.name
+            ),
+            None,
+        )
+        if isinstance(arguments, dict) and isinstance(declared, dict):
+            arguments = {k: v for k, v in arguments.items() if k in declared}
+        return call.name, json.dumps(arguments, sort_keys=True)
 
     async def _run_tool(self, call: ToolCall, speech: AgentSpeech) -> str:
         start = self._clock()
