@@ -31,10 +31,6 @@ from serving.base import BadInput, EngineError, Segment, Transcript
 SAMPLE_RATE = 16_000
 _HOP = 160  # mel frame hop: 100 frames per second
 _MODEL_MAX_TOKENS = 448  # Whisper decoder's positional limit (prompt included)
-# Whisper's usual 0.6 is too close to callers: espeak speech on a G.711 line scores
-# 0.2-0.55 on this CPU (callers' turns went unheard on CI's, likely over 0.6), while
-# silence and line noise score 0.93-0.99.
-NO_SPEECH_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class FasterWhisperSTT:
         language: str = "en",
         window: WindowPolicy | None = None,
         tokens_per_s: float = 8.0,
-        no_speech_threshold: float = NO_SPEECH_THRESHOLD,
+        no_speech_threshold: float = 0.6,
         max_audio_s: float = MAX_AUDIO_S,
     ) -> None:
         model_dir = Path(model_dir)
